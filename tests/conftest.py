@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny CIFAR-10 datasets in the official python layout, built in a temp folder."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def write_cifar(data_dir: str, per_batch: int = 16, n_test: int = 32, seed: int = 0) -> str:
+    """cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta, as the official tarball has.
+
+    Images are learnable: each class has its own colour, plus noise, so a few steps must beat chance.
+    """
+    rng = np.random.default_rng(seed)
+    root = os.path.join(data_dir, "cifar-10-batches-py")
+    os.makedirs(root, exist_ok=True)
+    colours = rng.integers(0, 256, size=(10, 3))
+
+    def batch(n: int, label: bytes) -> dict:
+        labels = rng.integers(0, 10, size=n)
+        img = colours[labels][:, :, None, None] + rng.normal(0, 20, size=(n, 3, 32, 32))
+        data = np.clip(img, 0, 255).astype(np.uint8).reshape(n, 3072)
+        return {b"batch_label": label, b"labels": labels.tolist(), b"data": data,
+                b"filenames": [b"img%d.png" % i for i in range(n)]}
+
+    for i in range(1, 6):
+        with open(os.path.join(root, f"data_batch_{i}"), "wb") as f:
+            pickle.dump(batch(per_batch, b"training batch %d of 5" % i), f, protocol=2)
+    with open(os.path.join(root, "test_batch"), "wb") as f:
+        pickle.dump(batch(n_test, b"testing batch 1 of 1"), f, protocol=2)
+    with open(os.path.join(root, "batches.meta"), "wb") as f:
+        names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f, protocol=2)
+    return data_dir
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    return write_cifar(str(tmp_path / "data"))
+
+
+def run_cli(*args: str, cwd: str | None = None, env: dict | None = None, timeout: int = 300):
+    """The runner as a user starts it: `python train/run.py ...` in a fresh process."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train", "run.py"), *args], cwd=cwd or ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,18 @@
+"""The suite's metric contract (README, "Metric contract"): what every run logs. Tests on both sides use it."""
+
+STEP_KEYS = ["train/step", "epoch", "train/loss", "train/lr", "train/step_time_s", "train/step_time_p90_s",
+             "train/data_time_s", "train/images_per_s", "mem/max_allocated_bytes", "mem/max_reserved_bytes"]
+SCALED_STEP_KEYS = ["amp/loss_scale", "amp/skipped_steps"]  # amp_fp16 and fp16 only
+EPOCH_KEYS = ["epoch", "train/acc", "test/loss", "test/acc", "epoch/time_s"]
+SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/train_s", "train/images_per_s",
+                "train/steps", "test/acc", "test/best_acc", "test/last_acc", "mem/peak_allocated_bytes",
+                "mem/peak_reserved_bytes"]
+CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "optimizer", "epochs", "seed", "precision_settings",
+               "model", "system", "data", "total_steps"]
+CONFIG_NESTED = {
+    "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler",
+                           "tf32_matmul", "tf32_cudnn", "memory_format"],
+    "model": ["arch", "params", "forward_flops_per_image", "train_flops_per_image"],
+    "system": ["device", "device_name", "world_size", "torch", "cuda", "cudnn"],
+    "data": ["train_images", "test_images", "synthetic", "steps_per_epoch", "global_batch_size"],
+}

@@ -1,0 +1,1 @@
+"""The training runner of the precision × depth × GPU-count suite (entry point: train/run.py)."""

@@ -1,0 +1,212 @@
+"""One dataclass for a run, and the command line that fills it (including the original study's flags)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+
+from train.errors import UsageError
+
+PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16")
+DEPTHS = (18, 34, 50)
+
+
+@dataclass
+class RunConfig:
+    depth: int = 18
+    precision: str = "fp32"
+    epochs: int = 600
+    max_steps: int | None = None
+    batch_size: int = 128
+    lr: float = 0.005
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 10
+    num_workers: int = 2
+    dataset: str = "cifar10"
+    data_dir: str = "data"
+    download: bool = False
+    loader: str = "device"
+    device: str = "auto"
+    out_dir: str = "runs"
+    project: str = "precision-depth-gpus"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    wandb_mode: str | None = None
+    log_every: int = 50
+    ckpt_every: int = 0
+    ckpt_artifact: bool = False
+    resume: str | None = None
+    seed: int = 0
+    use_ddp: bool = False
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+class _Once(argparse.Action):
+    """Store a value; a second flag that sets the same option to another value is an error.
+
+    The original study's shorthands (--use_34, --use_amp, ...) overlap --depth and --precision;
+    `--use_amp --use_half` or `--depth 18 --use_50` must not silently pick one.
+    """
+
+    def __init__(self, option_strings, dest, const=None, nargs=None, **kwargs):
+        super().__init__(option_strings, dest, const=const, nargs=0 if const is not None else nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = self.const if self.const is not None else values
+        seen = namespace.__dict__.setdefault("_set_by", {})
+        if self.dest in seen and getattr(namespace, self.dest) != value:
+            parser.error(f"{option_string} conflicts with {seen[self.dest]}")
+        seen[self.dest] = option_string
+        setattr(namespace, self.dest, value)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = OneLineParser(
+        prog=prog,
+        description="Train a CIFAR-10 ResNet at one numeric precision and log time, memory, model size and "
+        "accuracy to Weights & Biases. The original study's flags (--use_34, --use_amp, --epoch, ...) "
+        "are accepted as aliases.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    m = p.add_argument_group("model and precision")
+    m.add_argument("--depth", type=int, choices=DEPTHS, action=_Once, default=d.depth, help="ResNet depth (CIFAR layout)")
+    m.add_argument("--use_34", dest="depth", const=34, action=_Once, help="alias of --depth 34 (original study)")
+    m.add_argument("--use_50", dest="depth", const=50, action=_Once, help="alias of --depth 50 (original study)")
+    m.add_argument(
+        "--precision", choices=PRECISIONS, action=_Once, default=d.precision,
+        help="fp32: strict IEEE fp32, TF32 off for matmul and cuDNN conv; tf32: TF32 on for both (Ampere+ GPU); "
+        "amp_fp16: autocast fp16 + dynamic loss scaling; amp_bf16: autocast bf16, no scaler; "
+        "fp16: pure half weights/activations, BatchNorm in fp32, dynamic loss scaling; "
+        "bf16: pure bf16, BatchNorm in fp32",
+    )
+    m.add_argument("--use_amp", dest="precision", const="amp_fp16", action=_Once, help="alias of --precision amp_fp16")
+    m.add_argument("--use_half", dest="precision", const="fp16", action=_Once, help="alias of --precision fp16")
+
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", "--epoch", type=positive_int, default=d.epochs, help="epochs to train")
+    t.add_argument("--max-steps", type=positive_int, default=d.max_steps,
+                   help="stop after this many optimizer steps (smoke runs, benchmarks); evaluation still runs at the end")
+    t.add_argument("--batch-size", "--batch_size", type=positive_int, default=d.batch_size,
+                   help="batch size per process")
+    t.add_argument("--lr", type=_positive_float, default=d.lr, help="peak learning rate")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer,
+                   help="sgd uses --momentum; both use --weight-decay; fused kernels where the device has them")
+    t.add_argument("--momentum", type=_non_negative_float, default=d.momentum, help="SGD momentum")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=d.weight_decay, help="weight decay")
+    t.add_argument("--lr-schedule", choices=("cosine", "constant"), default=d.lr_schedule,
+                   help="cosine: anneal per step from --lr to 0 over the run; constant: --lr throughout")
+    t.add_argument("--warmup-steps", type=_non_negative_int, default=d.warmup_steps,
+                   help="first steps left out of the run's images/s median (cuDNN autotuning, allocator warm-up)")
+    t.add_argument("--seed", type=int, default=d.seed, help="seed for weights, shuffling and augmentation")
+
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=("cifar10", "synthetic"), default=d.dataset,
+                      help="synthetic: random images and labels of CIFAR-10's shape, for throughput only (no evaluation)")
+    data.add_argument("--data-dir", default=d.data_dir, help="folder holding cifar-10-batches-py/")
+    data.add_argument("--download", action="store_true", help="download CIFAR-10 into --data-dir (torchvision's downloader)")
+    data.add_argument("--loader", choices=("device", "torch"), default=d.loader,
+                      help="device: dataset resident on the training device, whole-batch augmentation there; "
+                      "torch: torchvision transforms in a DataLoader with --num-workers processes")
+    data.add_argument("--num-workers", "--num_workers", type=_non_negative_int, default=d.num_workers,
+                      help="DataLoader worker processes (--loader torch)")
+
+    dev = p.add_argument_group("device")
+    dev.add_argument("--device", choices=("auto", "cuda", "cpu"), action=_Once, default=d.device,
+                     help="auto: CUDA when available, else CPU")
+    dev.add_argument("--use_cuda", dest="device", const="cuda", action=_Once, help="alias of --device cuda")
+    dev.add_argument("--use_ddp", action="store_true",
+                     help="original study's flag: accepted and recorded; a run uses one process for now")
+
+    out = p.add_argument_group("output and tracking")
+    out.add_argument("--out-dir", default=d.out_dir, help="runs are written to OUT_DIR/NAME/ (checkpoint, W&B files)")
+    out.add_argument("--project", default=d.project, help="W&B project")
+    out.add_argument("--entity", default=d.entity, help="W&B entity (user or team)")
+    out.add_argument("--group", default=d.group, help="W&B group (default: r{depth}-{precision})")
+    out.add_argument("--name", default=d.name, help="run name and folder name (default: r{depth}-{precision}-{run id})")
+    out.add_argument("--tags", nargs="*", default=d.tags, help="W&B tags")
+    out.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=d.wandb_mode,
+                     help="default: $WANDB_MODE if set, else online when W&B credentials are configured, else offline")
+    out.add_argument("--log-every", type=positive_int, default=d.log_every,
+                     help="log window aggregates every N steps (and at each epoch's end)")
+    out.add_argument("--ckpt-every", type=_non_negative_int, default=d.ckpt_every,
+                     help="also checkpoint every N epochs (0: only at the end)")
+    out.add_argument("--ckpt-artifact", action="store_true",
+                     help="log the final checkpoint as a W&B model artifact (no staging copy)")
+    out.add_argument("--resume", default=d.resume, metavar="PATH",
+                     help="continue from a checkpoint file or a run folder holding checkpoint.pt")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> RunConfig:
+    ns = build_parser().parse_args(argv)
+    values = {k: v for k, v in vars(ns).items() if not k.startswith("_")}
+    return RunConfig(**values)
+
+
+def check_out_dir(path: str) -> None:
+    """Fail before training, not after hours of it, when results could not be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out-dir {path} cannot be created: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--out-dir {path} is not writable")

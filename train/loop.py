@@ -1,0 +1,192 @@
+"""The training step and the epoch loop; everything they use is built by run.py.
+
+Per step only device work is queued: the loss and accuracy sums stay on the device and the step times
+are CUDA events. Every --log-every steps (and at each epoch's end) one sync reads the window.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from train import checkpoint
+from train.metrics import MemoryMonitor, StepTimer, Throughput
+from train.precision import Precision
+
+
+@dataclass
+class Training:
+    model: torch.nn.Module
+    policy: Precision
+    device: torch.device
+    train_loader: object
+    test_loader: object | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    tracker: object
+    console: object
+    epochs: int
+    total_steps: int
+    log_every: int
+    ckpt_every: int
+    ckpt_path: str
+    ckpt_extra: dict  # config and run id, stored with every checkpoint
+    warmup_steps: int
+    images_per_step: int
+    # Progress carried across a resume.
+    step: int = 0
+    train_time_s: float = 0.0
+    skipped_steps: int = 0
+    history: dict = field(default_factory=dict)
+
+
+class SkippedSteps:
+    """Counts the steps GradScaler skipped for inf/NaN gradients, on the device: the scale drops exactly then."""
+
+    def __init__(self, scaler: torch.amp.GradScaler, device: torch.device, start: int):
+        self.scaler = scaler
+        self.count = torch.tensor(start, device=device)
+        self._before = None
+
+    def before_update(self) -> None:
+        self._before = self.scaler._scale.clone()  # the scale tensor GradScaler updates in place
+
+    def after_update(self) -> None:
+        self.count += self.scaler._scale < self._before
+
+
+def evaluate(t: Training) -> dict:
+    t.model.eval()
+    loss = torch.zeros((), device=t.device)
+    correct = torch.zeros((), dtype=torch.long, device=t.device)
+    seen = 0
+    with torch.no_grad(), t.policy.autocast(t.device.type):
+        for x, y in t.test_loader:
+            out = t.model(x)
+            loss += F.cross_entropy(out.float(), y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+    t.model.train()
+    return {"test/loss": loss.item() / seen, "test/acc": correct.item() / seen}
+
+
+def save_checkpoint(t: Training) -> int:
+    return checkpoint.save(t.ckpt_path, {
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "loader": t.train_loader.state_dict(),
+        "rng": checkpoint.rng_state(),
+        "progress": {"step": t.step, "train_time_s": t.train_time_s, "skipped_steps": t.skipped_steps,
+                     "history": t.history},
+        **t.ckpt_extra,
+    })
+
+
+def fit(t: Training) -> dict:
+    """Train until --epochs or --max-steps; returns the run's summary values."""
+    model, policy, device = t.model, t.policy, t.device
+    timer, memory = StepTimer(device), MemoryMonitor(device)
+    throughput = Throughput(t.images_per_step, t.warmup_steps)
+    skipped = SkippedSteps(t.scaler, device, t.skipped_steps) if t.scaler.is_enabled() else None
+    window_loss = torch.zeros((), device=device)
+    window_steps = 0
+    model.train()
+
+    def log_window(epoch: int) -> None:
+        nonlocal window_loss, window_steps
+        times = timer.collect()  # the one sync of the window
+        step_times = [s for s, _ in times]
+        throughput.add(step_times)
+        metrics = {
+            "train/step": t.step,
+            "epoch": epoch,
+            "train/loss": window_loss.item() / window_steps,
+            "train/lr": t.scheduler.get_last_lr()[0],
+            **throughput.window(step_times),
+            "train/data_time_s": statistics.median(d for _, d in times),
+            **memory.read_and_reset(),
+        }
+        if skipped is not None:
+            metrics["amp/loss_scale"] = t.scaler.get_scale()
+            metrics["amp/skipped_steps"] = t.skipped_steps = int(skipped.count.item())
+        t.tracker.log(metrics)
+        t.console.progress(epoch, t.step, metrics["train/loss"], metrics["train/images_per_s"])
+        window_loss = torch.zeros((), device=device)
+        window_steps = 0
+
+    while t.step < t.total_steps and t.train_loader.epoch < t.epochs:
+        epoch = t.train_loader.epoch
+        epoch_loss = torch.zeros((), device=device)
+        epoch_correct = torch.zeros((), dtype=torch.long, device=device)
+        epoch_seen = 0
+        started = time.perf_counter()
+        timer.start()
+        for x, y in t.train_loader:
+            timer.data_ready()
+            with policy.autocast(device.type):
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+            t.optimizer.zero_grad(set_to_none=True)
+            t.scaler.scale(loss).backward()
+            t.scaler.step(t.optimizer)
+            if skipped is not None:
+                skipped.before_update()
+            t.scaler.update()
+            if skipped is not None:
+                skipped.after_update()
+            t.scheduler.step()
+            loss = loss.detach()
+            window_loss += loss
+            epoch_loss += loss * len(y)
+            epoch_correct += (out.detach().argmax(1) == y).sum()
+            epoch_seen += len(y)
+            window_steps += 1
+            t.step += 1
+            timer.end()
+            if t.step % t.log_every == 0:
+                log_window(epoch)
+            if t.step >= t.total_steps:
+                break
+            timer.start()
+        if window_steps:
+            log_window(epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_time = time.perf_counter() - started
+        t.train_time_s += epoch_time
+
+        epoch_metrics = {"train/step": t.step, "epoch": epoch + 1, "epoch/time_s": epoch_time}
+        if epoch_seen:
+            epoch_metrics["train/acc"] = epoch_correct.item() / epoch_seen
+            epoch_metrics["train/epoch_loss"] = epoch_loss.item() / epoch_seen
+        if t.test_loader is not None:
+            epoch_metrics.update(evaluate(t))
+            t.history["best_test_acc"] = max(t.history.get("best_test_acc", 0.0), epoch_metrics["test/acc"])
+            t.history["last_test_acc"] = epoch_metrics["test/acc"]
+        t.tracker.log(epoch_metrics)
+        t.console.say("epoch {}/{} done in {:.1f}s: {}".format(
+            epoch + 1, t.epochs, epoch_time,
+            ", ".join(f"{k} {v:.4f}" for k, v in epoch_metrics.items() if k.startswith(("train/acc", "test/")))
+            or "no evaluation (synthetic data)"))
+        finished_epoch = t.train_loader.step == 0
+        if t.ckpt_every and finished_epoch and t.train_loader.epoch % t.ckpt_every == 0 \
+                and t.step < t.total_steps and t.train_loader.epoch < t.epochs:
+            save_checkpoint(t)
+
+    return {
+        "train/images_per_s": throughput.run_median(),
+        "time/train_s": t.train_time_s,
+        "train/steps": t.step,
+        "mem/peak_allocated_bytes": memory.run_peak_allocated,
+        "mem/peak_reserved_bytes": memory.run_peak_reserved,
+        "amp/skipped_steps": t.skipped_steps if skipped is not None else None,
+        "test/best_acc": t.history.get("best_test_acc"),
+        "test/last_acc": t.history.get("last_test_acc"),
+    }

@@ -1,0 +1,59 @@
+"""CIFAR-10 ResNet-18/34/50: torchvision's ResNet and blocks with the CIFAR stem.
+
+The widely used CIFAR layout (kuangliu/pytorch-cifar): a 3x3 stride-1 stem and no max-pool, so 32x32
+inputs reach the last stage at 4x4; BasicBlock / Bottleneck with the stride on the 3x3 conv (torchvision's
+v1.5 Bottleneck already does this); 10 classes. 11,173,962 / 21,282,122 / 23,520,842 parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from train.errors import UsageError
+
+LAYOUTS = {
+    18: ("BasicBlock", [2, 2, 2, 2]),
+    34: ("BasicBlock", [3, 4, 6, 3]),
+    50: ("Bottleneck", [3, 4, 6, 3]),
+}
+
+
+def _torchvision_resnet():
+    try:
+        from torchvision.models import resnet as tv
+    except (ImportError, RuntimeError, OSError) as e:
+        # Typically a torchvision built for another torch (a CPU-only torch under PyPI's CUDA torchvision).
+        raise UsageError(f"torchvision does not load with torch {torch.__version__} ({str(e).splitlines()[0]}); "
+                         "install both from requirements.txt into a fresh virtual environment") from None
+    return tv
+
+
+def resnet(depth: int, num_classes: int = 10) -> nn.Module:
+    tv = _torchvision_resnet()
+    block, layers = LAYOUTS[depth]
+    net = tv.ResNet(getattr(tv, block), layers, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision inits convs
+    net.maxpool = nn.Identity()
+    return net
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops_per_image(model: nn.Module) -> int:
+    """FLOPs of one 32x32 forward pass, counted by PyTorch (conv + linear; 1 MAC = 2 FLOPs).
+
+    Training costs about 3x this (the backward pass is about twice the forward): the MFU convention of
+    the shared performance notes. Counted on CPU in fp32 before the model is cast or moved.
+    """
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    model.eval()
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    model.train(was_training)
+    return int(counter.get_total_flops())

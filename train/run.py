@@ -1,0 +1,195 @@
+"""Train one CIFAR-10 ResNet at one precision and log it to W&B: `python train/run.py --help`.
+
+parse flags -> check device and precision -> data -> model -> W&B run -> loop.fit -> checkpoint -> summary
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import secrets
+import string
+import sys
+
+if __package__ in (None, ""):  # run as a script: make `train` importable from the repository root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch
+
+from train import checkpoint, data, precision
+from train.config import RunConfig, check_out_dir, parse_args
+from train.console import Console
+from train.errors import UsageError
+from train.loop import Training, fit, save_checkpoint
+from train.models import count_params, forward_flops_per_image, resnet
+from train.tracking import Tracker, choose_mode
+
+# What a resumed run must share with its checkpoint: the experiment itself.
+SAME_EXPERIMENT = ("depth", "precision", "dataset", "batch_size", "optimizer", "loader", "seed")
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if choice == "cuda":
+        raise UsageError("--device cuda (--use_cuda): no CUDA device is visible to PyTorch "
+                         f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu or auto")
+    return torch.device("cpu")
+
+
+def new_run_id() -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def system_info(device: torch.device) -> dict:
+    info = {
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "world_size": 1,
+        "hostname": platform.node(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(compute_capability=f"{props.major}.{props.minor}", device_memory_bytes=props.total_memory)
+    return info
+
+
+def train(cfg: RunConfig) -> dict:
+    device = pick_device(cfg.device)
+    policy = precision.get(cfg.precision)
+    backend_flags = policy.set_backend_flags()
+    policy.check_device(device)
+    check_out_dir(cfg.out_dir)
+
+    resumed = None
+    if cfg.resume:
+        ckpt_path = checkpoint.resolve(cfg.resume)
+        resumed = checkpoint.load(ckpt_path)
+        for key in SAME_EXPERIMENT:
+            if resumed["config"].get(key) != getattr(cfg, key):
+                raise UsageError(f"--resume {cfg.resume}: the checkpoint's {key} is {resumed['config'].get(key)!r}, "
+                                 f"this command's is {getattr(cfg, key)!r}")
+        run_id, run_dir = resumed["run_id"], os.path.dirname(os.path.abspath(ckpt_path))
+        name = resumed["config"].get("name") or os.path.basename(run_dir)
+    else:
+        run_id = new_run_id()
+        name = cfg.name or f"r{cfg.depth}-{cfg.precision}-{run_id}"
+        run_dir = os.path.join(cfg.out_dir, name)
+        if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)):
+            raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
+                             "or choose another --name")
+        os.makedirs(run_dir, exist_ok=True)
+    ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    if cfg.dataset == "cifar10":
+        train_split, test_split = data.load_cifar10(cfg.data_dir, cfg.download)
+    else:
+        train_split, test_split = data.synthetic(cfg.seed), None  # random labels: nothing to evaluate
+    loader_args = dict(batch_size=cfg.batch_size, device=device, dtype=policy.input_dtype,
+                       memory_format=memory_format, seed=cfg.seed)
+    if cfg.loader == "device":
+        make_loader = data.DeviceLoader
+    else:
+        make_loader = data.TorchLoader
+        loader_args["num_workers"] = cfg.num_workers
+    train_loader = make_loader(train_split, train=True, **loader_args)
+    test_loader = make_loader(test_split, train=False, **loader_args) if test_split is not None else None
+
+    torch.manual_seed(cfg.seed)
+    model = resnet(cfg.depth)
+    params = count_params(model)
+    forward_flops = forward_flops_per_image(model)
+    model = policy.prepare(model.to(device, memory_format=memory_format))
+    optimizer = precision.make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    scaler = policy.grad_scaler(device.type)
+    schedule_steps = cfg.epochs * len(train_loader)
+    # --max-steps stops early on the full run's schedule, so a stopped-and-resumed run matches an unbroken one.
+    total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
+    if cfg.lr_schedule == "cosine":
+        schedule = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, schedule_steps) / schedule_steps))  # noqa: E731
+    else:
+        schedule = lambda s: 1.0  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    console = Console(total_steps, cfg.epochs)
+    config = {
+        **cfg.as_dict(),
+        "name": name,
+        "run_dir": run_dir,
+        "precision_settings": {**policy.settings(backend_flags), "memory_format": str(memory_format)},
+        "model": {"arch": f"resnet{cfg.depth}", "params": params, "forward_flops_per_image": forward_flops,
+                  "train_flops_per_image": 3 * forward_flops},
+        "system": system_info(device),
+        "data": {"train_images": len(train_split), "test_images": len(test_split) if test_split else 0,
+                 "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(train_loader),
+                 "global_batch_size": cfg.batch_size},
+        "total_steps": total_steps,
+    }
+    mode, why = choose_mode(cfg.wandb_mode)
+    console.say(f"resnet{cfg.depth} {cfg.precision} on {config['system']['device_name']} ({device.type}): "
+                f"{params:,} parameters, {len(train_split):,} training images"
+                f"{' (synthetic)' if test_split is None else ''}, {total_steps:,} steps of {cfg.batch_size}")
+    tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
+                      entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
+                      config=config, say=console.say)
+
+    t = Training(model=model, policy=policy, device=device, train_loader=train_loader, test_loader=test_loader,
+                 optimizer=optimizer, scaler=scaler, scheduler=scheduler, tracker=tracker, console=console,
+                 epochs=cfg.epochs, total_steps=total_steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
+                 ckpt_path=ckpt_path, ckpt_extra={"config": cfg.as_dict() | {"name": name}, "run_id": run_id},
+                 warmup_steps=cfg.warmup_steps, images_per_step=cfg.batch_size)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        train_loader.load_state_dict(resumed["loader"])
+        checkpoint.set_rng_state(resumed["rng"])
+        progress = resumed["progress"]
+        t.step, t.train_time_s = progress["step"], progress["train_time_s"]
+        t.skipped_steps, t.history = progress["skipped_steps"], progress["history"]
+        console.say(f"resumed from {ckpt_path} at step {t.step} (epoch {train_loader.epoch + 1})")
+
+    exit_code = 1
+    try:
+        summary = fit(t)
+        size = save_checkpoint(t)
+        summary.update({"model/params": params, "ckpt/size_bytes": size,
+                        "model/size_bytes": sum(v.numel() * v.element_size() for v in model.state_dict().values())})
+        tracker.summarise(summary)
+        if cfg.ckpt_artifact:
+            tracker.log_checkpoint(ckpt_path, size, aliases=["latest", f"step-{t.step}"])
+        exit_code = 0
+    finally:
+        tracker.finish(exit_code)
+    console.say(f"done: {summary['train/images_per_s'] or 0:,.0f} img/s (median), {summary['time/train_s']:.1f}s "
+                f"training, checkpoint {size / 2**20:.1f} MiB at {ckpt_path}")
+    return {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
+            "device": device.type}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        train(parse_args(argv))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
