@@ -83,6 +83,7 @@ def test_offline_run_reads_back_with_wandbs_own_reader(cifar_dir, tmp_path):
         for sub in inner:
             assert sub in config[key], f"{key}.{sub}"
     assert config["precision_settings"]["tf32_cudnn"] is False and config["precision_settings"]["tf32_matmul"] is False
+    assert config["nvml"] == {"available": False, "reason": "the run is on cpu"}
 
     records = [json.loads(line) for line in _inspect(run_dir).splitlines() if line.strip()]
     history = [r["history"]["item"] for r in records if r.get("type") == "history"]

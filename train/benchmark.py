@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, help="per-process batch (default: 32 on CPU, 256 on GPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--out-dir", default="runs/benchmark", help="runs are written here")
+    p.add_argument("--nvml-ab", action="store_true",
+                   help="run every point twice, NVML sampler off and at --nvml-hz, and print the sampler's cost")
+    p.add_argument("--nvml-hz", type=float, default=10.0, help="sampler rate for --nvml-ab")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                    help="as the runner's (default: online with W&B credentials, else offline)")
     return p
@@ -73,27 +76,41 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup_steps if args.warmup_steps is not None else (50 if gpu else 2)
     batch = args.batch_size or (256 if gpu else 32)
     rows = []
+    if args.nvml_ab and not gpu:
+        raise UsageError("--nvml-ab measures the NVML sampler's cost on a GPU; no CUDA GPU is in use")
+    sampler_rates = [0.0, args.nvml_hz] if args.nvml_ab else [args.nvml_hz]
     for depth in args.depths:
         for loader in args.loaders:
             for prec in args.precisions:
-                argv_run = ["--dataset", "synthetic", "--depth", str(depth), "--precision", prec, "--loader", loader,
-                            "--max-steps", str(steps), "--warmup-steps", str(warmup), "--batch-size", str(batch),
-                            "--device", args.device, "--out-dir", args.out_dir, "--log-every", str(min(50, steps)),
-                            "--group", "benchmark", "--tags", "benchmark"]
-                if args.wandb_mode:
-                    argv_run += ["--wandb-mode", args.wandb_mode]
-                row = {"depth": depth, "precision": prec, "loader": loader, "batch_size": batch}
-                print(f"\n== resnet{depth} {prec} ({loader} loader): {steps} steps of {batch}", flush=True)
-                try:
-                    row.update(train(parse_args(argv_run)))
-                except UsageError as e:
-                    print(f"not run: {e}", flush=True)
-                    row["error"] = str(e)
-                rows.append(row)
+                for hz in sampler_rates:
+                    argv_run = ["--dataset", "synthetic", "--depth", str(depth), "--precision", prec, "--loader",
+                                loader, "--max-steps", str(steps), "--warmup-steps", str(warmup), "--batch-size",
+                                str(batch), "--device", args.device, "--out-dir", args.out_dir, "--log-every",
+                                str(min(50, steps)), "--group", "benchmark", "--tags", "benchmark", "--nvml-hz",
+                                str(hz)]
+                    if args.wandb_mode:
+                        argv_run += ["--wandb-mode", args.wandb_mode]
+                    row = {"depth": depth, "precision": prec, "loader": loader, "batch_size": batch, "nvml_hz": hz}
+                    print(f"\n== resnet{depth} {prec} ({loader} loader, NVML {hz:g} Hz): {steps} steps of {batch}",
+                          flush=True)
+                    try:
+                        row.update(train(parse_args(argv_run)))
+                    except UsageError as e:
+                        print(f"not run: {e}", flush=True)
+                        row["error"] = str(e)
+                    rows.append(row)
     device = "GPU " + torch.cuda.get_device_name() if gpu else "CPU"
     print(f"\nSynthetic data, {steps} steps per point ({warmup} warm-up steps left out of the median), "
           f"batch {batch}, on {device}, torch {torch.__version__}:\n")
-    print(table(rows))
+    print(table([r for r in rows if r["nvml_hz"] == sampler_rates[-1]]))
+    if args.nvml_ab:
+        print(f"\nNVML sampler cost at {args.nvml_hz:g} Hz (median step time, sampler on vs off, same point):")
+        off = {(r["depth"], r["precision"], r["loader"]): r for r in rows if r["nvml_hz"] == 0 and "error" not in r}
+        for r in rows:
+            base = off.get((r["depth"], r["precision"], r["loader"]))
+            if r["nvml_hz"] and base and "error" not in r:
+                cost = base["train/images_per_s"] / r["train/images_per_s"] - 1
+                print(f"  resnet{r['depth']} {r['precision']} ({r['loader']}): {cost:+.2%}")
     return 0 if any("error" not in r for r in rows) else 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class RunConfig:
     ckpt_every: int = 0
     ckpt_artifact: bool = False
     resume: str | None = None
+    nvml_hz: float = 10.0
+    wandb_stats_interval: float | None = None
     seed: int = 0
     use_ddp: bool = False
 
@@ -78,44 +81,25 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _bounded(convert, what: str, inclusive: bool):
+    """An argparse type: a finite number above 0 (or at least 0), with a message that names what was given."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or not (value >= 0 if inclusive else value > 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+positive_int = _bounded(int, "a positive integer", inclusive=False)
+_non_negative_int = _bounded(int, "an integer >= 0", inclusive=True)
+_positive_float = _bounded(float, "a positive number", inclusive=False)
+_non_negative_float = _bounded(float, "a number >= 0", inclusive=True)
 
 
 def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
@@ -191,6 +175,10 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
                      help="also checkpoint every N epochs (0: only at the end)")
     out.add_argument("--ckpt-artifact", action="store_true",
                      help="log the final checkpoint as a W&B model artifact (no staging copy)")
+    out.add_argument("--nvml-hz", type=_non_negative_float, default=d.nvml_hz,
+                     help="GPU telemetry samples per second from NVML, this process's GPU only (0: off)")
+    out.add_argument("--wandb-stats-interval", type=_positive_float, default=d.wandb_stats_interval, metavar="S",
+                     help="seconds between W&B's own system-metric samples (default: W&B's, 15 s)")
     out.add_argument("--resume", default=d.resume, metavar="PATH",
                      help="continue from a checkpoint file or a run folder holding checkpoint.pt")
     return p

@@ -38,6 +38,7 @@ class Training:
     ckpt_extra: dict  # config and run id, stored with every checkpoint
     warmup_steps: int
     images_per_step: int
+    sampler: object | None = None  # telemetry.NvmlSampler on GPUs with NVML
     # Progress carried across a resume.
     step: int = 0
     train_time_s: float = 0.0
@@ -98,6 +99,8 @@ def fit(t: Training) -> dict:
     window_loss = torch.zeros((), device=device)
     window_steps = 0
     model.train()
+    if t.sampler:
+        t.sampler.discard()  # set-up (data to the device, W&B start) is not training
 
     def log_window(epoch: int) -> None:
         nonlocal window_loss, window_steps
@@ -112,6 +115,7 @@ def fit(t: Training) -> dict:
             **throughput.window(step_times),
             "train/data_time_s": statistics.median(d for _, d in times),
             **memory.read_and_reset(),
+            **(t.sampler.window() if t.sampler else {}),
         }
         if skipped is not None:
             metrics["amp/loss_scale"] = t.scaler.get_scale()
@@ -168,6 +172,8 @@ def fit(t: Training) -> dict:
             epoch_metrics["train/epoch_loss"] = epoch_loss.item() / epoch_seen
         if t.test_loader is not None:
             epoch_metrics.update(evaluate(t))
+            if t.sampler:
+                t.sampler.discard()  # evaluation is not training: keep it out of rates and energy per image
             t.history["best_test_acc"] = max(t.history.get("best_test_acc", 0.0), epoch_metrics["test/acc"])
             t.history["last_test_acc"] = epoch_metrics["test/acc"]
         t.tracker.log(epoch_metrics)
@@ -180,7 +186,9 @@ def fit(t: Training) -> dict:
                 and t.step < t.total_steps and t.train_loader.epoch < t.epochs:
             save_checkpoint(t)
 
+    images_trained = len(throughput.step_times) * t.images_per_step
     return {
+        **(t.sampler.summary(images_trained) if t.sampler else {}),
         "train/images_per_s": throughput.run_median(),
         "time/train_s": t.train_time_s,
         "train/steps": t.step,

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make `train` importable from t
 
 import torch
 
-from train import checkpoint, data, precision
+from train import checkpoint, data, precision, telemetry
 from train.config import RunConfig, check_out_dir, parse_args
 from train.console import Console
 from train.errors import UsageError
@@ -140,15 +140,16 @@ def train(cfg: RunConfig) -> dict:
     console.say(f"resnet{cfg.depth} {cfg.precision} on {config['system']['device_name']} ({device.type}): "
                 f"{params:,} parameters, {len(train_split):,} training images"
                 f"{' (synthetic)' if test_split is None else ''}, {total_steps:,} steps of {cfg.batch_size}")
+    sampler, config["nvml"] = telemetry.open_for_run(device, cfg.nvml_hz, console.say)
     tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
                       entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
-                      config=config, say=console.say)
+                      config=config, say=console.say, stats_interval=cfg.wandb_stats_interval)
 
     t = Training(model=model, policy=policy, device=device, train_loader=train_loader, test_loader=test_loader,
                  optimizer=optimizer, scaler=scaler, scheduler=scheduler, tracker=tracker, console=console,
                  epochs=cfg.epochs, total_steps=total_steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
                  ckpt_path=ckpt_path, ckpt_extra={"config": cfg.as_dict() | {"name": name}, "run_id": run_id},
-                 warmup_steps=cfg.warmup_steps, images_per_step=cfg.batch_size)
+                 warmup_steps=cfg.warmup_steps, images_per_step=cfg.batch_size, sampler=sampler)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -172,6 +173,8 @@ def train(cfg: RunConfig) -> dict:
             tracker.log_checkpoint(ckpt_path, size, aliases=["latest", f"step-{t.step}"])
         exit_code = 0
     finally:
+        if sampler is not None:
+            sampler.stop()
         tracker.finish(exit_code)
     console.say(f"done: {summary['train/images_per_s'] or 0:,.0f} img/s (median), {summary['time/train_s']:.1f}s "
                 f"training, checkpoint {size / 2**20:.1f} MiB at {ckpt_path}")

@@ -7,7 +7,7 @@ import os
 from urllib.parse import urlparse
 
 # Step metrics share the train/step axis and keep these summaries (the suite's metric contract, README).
-STEP_PREFIXES = ("train", "mem", "amp", "epoch", "test")
+STEP_PREFIXES = ("train", "mem", "amp", "epoch", "test", "nvml")
 STEP_SUMMARY = "mean,min,max,last"
 
 
@@ -39,7 +39,8 @@ class Tracker:
     """One W&B run per training run, its files under the run's folder."""
 
     def __init__(self, *, mode: str, why: str, run_dir: str, run_id: str, name: str, project: str,
-                 entity: str | None, group: str | None, tags: list[str], config: dict, say):
+                 entity: str | None, group: str | None, tags: list[str], config: dict, say,
+                 stats_interval: float | None = None):
         # W&B's staging copies and caches default to the home folder, which fills small HPC home quotas.
         for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR"):
             os.environ.setdefault(var, os.path.join(os.path.dirname(run_dir), ".wandb-cache"))
@@ -49,7 +50,9 @@ class Tracker:
         self.mode = mode
         kwargs = dict(project=project, entity=entity, group=group, name=name, tags=tags, config=config,
                       id=run_id, resume="allow", dir=run_dir,
-                      settings=wandb.Settings(silent=True, init_timeout=60))
+                      settings=wandb.Settings(silent=True, init_timeout=60,
+                                              **({"x_stats_sampling_interval": stats_interval}
+                                                 if stats_interval else {})))
         try:
             self.run = wandb.init(mode=mode, **kwargs)
         except Exception as e:  # noqa: BLE001 - no network, server down, bad key: keep the run, go offline
