@@ -5,9 +5,12 @@ STEP_KEYS = ["train/step", "epoch", "train/loss", "train/lr", "train/step_time_s
 NVML_STEP_KEYS = ["nvml/pcie_tx_bytes_per_s", "nvml/pcie_rx_bytes_per_s", "nvml/nvlink_tx_bytes_per_s",
                   "nvml/nvlink_rx_bytes_per_s", "nvml/memory_used_bytes", "nvml/power_w", "nvml/energy_j",
                   "nvml/sm_clock_mhz", "nvml/util_pct", "nvml/temperature_c", "nvml/throttle_reasons"]  # GPUs only
+COMM_STEP_KEYS = ["comm/allreduce_bytes", "comm/allreduce_time_s", "comm/algbw_bytes_per_s", "comm/busbw_bytes_per_s",
+                  "dist/step_time_max_s", "dist/step_time_min_s"]  # DDP only
 SCALED_STEP_KEYS = ["amp/loss_scale", "amp/skipped_steps"]  # amp_fp16 and fp16 only
 EPOCH_KEYS = ["epoch", "train/acc", "test/loss", "test/acc", "epoch/time_s"]
 SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/train_s", "train/images_per_s",
+                "train/images_per_s_per_gpu",
                 "train/steps", "test/acc", "test/best_acc", "test/last_acc", "mem/peak_allocated_bytes",
                 "mem/peak_reserved_bytes"]
 CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "optimizer", "epochs", "seed", "precision_settings",

@@ -49,6 +49,12 @@ class RunConfig:
     wandb_stats_interval: float | None = None
     seed: int = 0
     use_ddp: bool = False
+    gpus: int | None = None
+    nodes: int = 1
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    dist_timeout: float = 600.0
+    grad_compress: str = "none"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -158,7 +164,25 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
                      help="auto: CUDA when available, else CPU")
     dev.add_argument("--use_cuda", dest="device", const="cuda", action=_Once, help="alias of --device cuda")
     dev.add_argument("--use_ddp", action="store_true",
-                     help="original study's flag: accepted and recorded; a run uses one process for now")
+                     help="original study's flag: DDP on every GPU of this node (same as --gpus <GPU count>), "
+                     "or, when started by torchrun/srun, mark the worker as DDP (it is anyway)")
+
+    ddp = p.add_argument_group("several GPUs and nodes (DDP)")
+    ddp.add_argument("--gpus", type=positive_int, default=d.gpus,
+                     help="processes on this node, one per GPU, started by PyTorch's elastic launcher (torchrun's "
+                     "machinery); on a machine without GPUs, N CPU processes over gloo. Not needed under "
+                     "torchrun or srun, whose environment says the ranks")
+    ddp.add_argument("--nodes", type=positive_int, default=d.nodes,
+                     help="nodes in the job; run the same command on each, with the same --rdzv-endpoint")
+    ddp.add_argument("--rdzv-endpoint", default=d.rdzv_endpoint, metavar="HOST:PORT",
+                     help="rendezvous of a several-node job (a port on the first node)")
+    ddp.add_argument("--rdzv-id", default=d.rdzv_id,
+                     help="rendezvous id shared by the nodes of one job (default: $SLURM_JOB_ID)")
+    ddp.add_argument("--dist-timeout", type=_positive_float, default=d.dist_timeout, metavar="S",
+                     help="seconds before a dead or hung rank ends the job (rendezvous and collectives)")
+    ddp.add_argument("--grad-compress", choices=("none", "fp16", "bf16"), default=d.grad_compress,
+                     help="gradient all-reduce in 16 bits (PyTorch's compression hooks); pure fp16/bf16 "
+                     "models already reduce 16-bit gradients")
 
     out = p.add_argument_group("output and tracking")
     out.add_argument("--out-dir", default=d.out_dir, help="runs are written to OUT_DIR/NAME/ (checkpoint, W&B files)")

@@ -15,7 +15,8 @@ def _duration(seconds: float) -> str:
 
 
 class Console:
-    def __init__(self, total_steps: int, epochs: int, stream=None):
+    def __init__(self, total_steps: int, epochs: int, stream=None, enabled: bool = True):
+        self.enabled = enabled  # ranks other than 0 stay quiet
         self.stream = stream or sys.stdout
         # A batch job's output is a file someone tails or greps: carriage-return bars would garble it.
         self.bar = self.stream.isatty() and "SLURM_JOB_ID" not in os.environ
@@ -25,6 +26,8 @@ class Console:
         self._bar_shown = False
 
     def say(self, message: str) -> None:
+        if not self.enabled:
+            return
         if self._bar_shown:
             self.stream.write("\n")
             self._bar_shown = False
@@ -32,6 +35,8 @@ class Console:
         self.stream.flush()
 
     def progress(self, epoch: int, step: int, loss: float, images_per_s: float) -> None:
+        if not self.enabled:
+            return
         if self.first_step is None:
             self.first_step, self.started = step, time.perf_counter()
         done = step / self.total_steps

@@ -124,8 +124,9 @@ class DeviceLoader:
     """Batches of a dataset that lives on the training device.
 
     Each epoch's order is a permutation drawn from a generator seeded by (seed, epoch), so every rank draws
-    the same one and takes its own disjoint shard, and a resumed run re-creates it; the augmentation draws
-    continue from the generator state a checkpoint saved.
+    the same one and takes its own disjoint shard. Each batch's crops and flips come from a generator seeded
+    by (seed, epoch, step, rank): ranks augment differently, and a resumed run needs only (epoch, step) to
+    continue with exactly the batches an unbroken run would have seen.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, dtype: torch.dtype,
@@ -139,10 +140,10 @@ class DeviceLoader:
         # Zero padding, once, as torchvision's RandomCrop(32, padding=4) pads each sample.
         self.images = torch.nn.functional.pad(images, (PAD,) * 4) if train else images
         self.normalise = _normaliser(device, dtype)
-        self.per_rank = len(split) // world_size
+        # Training: equal whole shards (DDP steps in lockstep). Evaluation: every image, shards may differ by one.
+        self.per_rank = len(split) // world_size if train else len(range(rank, len(split), world_size))
         self.generator = torch.Generator(device=device)
         self.epoch, self.step = 0, 0  # position of the next batch
-        self._resume_generator = None
         if train and self.per_rank < batch_size:
             raise UsageError(f"--batch-size {batch_size} is larger than the {self.per_rank} training images "
                              f"each of the {world_size} process(es) gets; lower it")
@@ -153,28 +154,32 @@ class DeviceLoader:
         return -(-self.per_rank // self.batch_size)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "generator": self.generator.get_state()}
+        return {"epoch": self.epoch, "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step = state["epoch"], state["step"]
-        self._resume_generator = state["generator"]
+
+    def _seed(self, *parts: int) -> int:
+        value = self.seed
+        for part in parts:
+            value = (value * 1_000_003 + part) % (2**63 - 1)
+        return value
 
     def __iter__(self):
-        n = self.per_rank * self.world_size
         if self.train:
-            self.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)[:n]
-            if self._resume_generator is not None:
-                self.generator.set_state(self._resume_generator)
-                self._resume_generator = None
+            self.generator.manual_seed(self._seed(self.epoch))
+            order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
+            shard = order[:self.per_rank * self.world_size][self.rank::self.world_size]
         else:
-            order = torch.arange(n, device=self.device)
-        shard = order[self.rank::self.world_size]
+            shard = torch.arange(self.rank, len(self.labels), self.world_size, device=self.device)
         for i in range(self.step if self.train else 0, len(self)):
             idx = shard[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self._augment(idx) if self.train else self.images[idx]
             if self.train:
+                self.generator.manual_seed(self._seed(self.epoch, i, self.rank))
+                x = self._augment(idx)
                 self.step = i + 1
+            else:
+                x = self.images[idx]
             yield self.normalise(x).contiguous(memory_format=self.memory_format), self.labels[idx]
         if self.train:
             self.epoch, self.step = self.epoch + 1, 0
@@ -205,8 +210,9 @@ class TorchLoader:
         steps = [v2.RandomCrop(32, padding=PAD), v2.RandomHorizontalFlip()] if train else []
         transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
         dataset = _Transformed(TensorDataset(split.images, split.labels), transform)
-        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train,
-                                          seed=seed, drop_last=True)
+        # Training: DistributedSampler's equal shuffled shards. Evaluation: every image once, in rank stripes.
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                          drop_last=True) if train else list(range(rank, len(dataset), world_size))
         if train and len(self.sampler) < batch_size:
             raise UsageError(f"--batch-size {batch_size} is larger than the {len(self.sampler)} training images "
                              f"each of the {world_size} process(es) gets; lower it")
@@ -225,7 +231,8 @@ class TorchLoader:
         self.epoch, self.step = state["epoch"], state["step"]
 
     def __iter__(self):
-        self.sampler.set_epoch(self.epoch)
+        if self.train:
+            self.sampler.set_epoch(self.epoch)
         skip = self.step if self.train else 0  # resumes at the same batch; augmentation draws are not replayed
         for i, (x, y) in enumerate(self.loader):
             if i < skip:

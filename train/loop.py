@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from train import checkpoint
+from train import checkpoint, distributed
+from train.distributed import Ranks
 from train.metrics import MemoryMonitor, StepTimer, Throughput
 from train.precision import Precision
 
@@ -39,6 +40,8 @@ class Training:
     warmup_steps: int
     images_per_step: int
     sampler: object | None = None  # telemetry.NvmlSampler on GPUs with NVML
+    ranks: Ranks = field(default_factory=Ranks)
+    comm: object | None = None  # distributed.CommMeter under DDP
     # Progress carried across a resume.
     step: int = 0
     train_time_s: float = 0.0
@@ -65,20 +68,24 @@ def evaluate(t: Training) -> dict:
     t.model.eval()
     loss = torch.zeros((), device=t.device)
     correct = torch.zeros((), dtype=torch.long, device=t.device)
-    seen = 0
+    seen = torch.zeros((), dtype=torch.long, device=t.device)
     with torch.no_grad(), t.policy.autocast(t.device.type):
         for x, y in t.test_loader:
             out = t.model(x)
             loss += F.cross_entropy(out.float(), y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
             seen += len(y)
+    distributed.sum_across(t.ranks, loss, correct, seen)
     t.model.train()
-    return {"test/loss": loss.item() / seen, "test/acc": correct.item() / seen}
+    return {"test/loss": loss.item() / seen.item(), "test/acc": correct.item() / seen.item()}
 
 
-def save_checkpoint(t: Training) -> int:
+def save_checkpoint(t: Training) -> int | None:
+    """Rank 0 writes; returns the file's size there, None elsewhere."""
+    if not t.ranks.is_main:
+        return None
     return checkpoint.save(t.ckpt_path, {
-        "model": t.model.state_dict(),
+        "model": getattr(t.model, "module", t.model).state_dict(),  # without DDP's "module." prefix
         "optimizer": t.optimizer.state_dict(),
         "scaler": t.scaler.state_dict(),
         "scheduler": t.scheduler.state_dict(),
@@ -107,16 +114,24 @@ def fit(t: Training) -> dict:
         times = timer.collect()  # the one sync of the window
         step_times = [s for s, _ in times]
         throughput.add(step_times)
-        metrics = {
-            "train/step": t.step,
-            "epoch": epoch,
+        local = {
             "train/loss": window_loss.item() / window_steps,
-            "train/lr": t.scheduler.get_last_lr()[0],
-            **throughput.window(step_times),
-            "train/data_time_s": statistics.median(d for _, d in times),
+            "train/step_time_s": statistics.median(step_times),
             **memory.read_and_reset(),
             **(t.sampler.window() if t.sampler else {}),
         }
+        windows = distributed.gather(t.ranks, local)  # every rank's window, at log time only
+        metrics = {
+            "train/step": t.step,
+            "epoch": epoch,
+            "train/lr": t.scheduler.get_last_lr()[0],
+            **throughput.window(step_times),
+            "train/data_time_s": statistics.median(d for _, d in times),
+            **local,
+            **(t.comm.window() if t.comm else {}),
+        }
+        if t.ranks.world_size > 1:
+            metrics.update(across_ranks(windows))
         if skipped is not None:
             metrics["amp/loss_scale"] = t.scaler.get_scale()
             metrics["amp/skipped_steps"] = t.skipped_steps = int(skipped.count.item())
@@ -129,7 +144,7 @@ def fit(t: Training) -> dict:
         epoch = t.train_loader.epoch
         epoch_loss = torch.zeros((), device=device)
         epoch_correct = torch.zeros((), dtype=torch.long, device=device)
-        epoch_seen = 0
+        epoch_seen = torch.zeros((), dtype=torch.long, device=device)
         started = time.perf_counter()
         timer.start()
         for x, y in t.train_loader:
@@ -146,6 +161,8 @@ def fit(t: Training) -> dict:
             if skipped is not None:
                 skipped.after_update()
             t.scheduler.step()
+            if t.comm:
+                t.comm.end_step()
             loss = loss.detach()
             window_loss += loss
             epoch_loss += loss * len(y)
@@ -167,9 +184,10 @@ def fit(t: Training) -> dict:
         t.train_time_s += epoch_time
 
         epoch_metrics = {"train/step": t.step, "epoch": epoch + 1, "epoch/time_s": epoch_time}
-        if epoch_seen:
-            epoch_metrics["train/acc"] = epoch_correct.item() / epoch_seen
-            epoch_metrics["train/epoch_loss"] = epoch_loss.item() / epoch_seen
+        distributed.sum_across(t.ranks, epoch_loss, epoch_correct, epoch_seen)
+        if epoch_seen.item():
+            epoch_metrics["train/acc"] = epoch_correct.item() / epoch_seen.item()
+            epoch_metrics["train/epoch_loss"] = epoch_loss.item() / epoch_seen.item()
         if t.test_loader is not None:
             epoch_metrics.update(evaluate(t))
             if t.sampler:
@@ -186,10 +204,12 @@ def fit(t: Training) -> dict:
                 and t.step < t.total_steps and t.train_loader.epoch < t.epochs:
             save_checkpoint(t)
 
-    images_trained = len(throughput.step_times) * t.images_per_step
+    images_trained = len(throughput.step_times) * t.images_per_step // t.ranks.world_size  # this GPU's
+    run_median = throughput.run_median()
     return {
         **(t.sampler.summary(images_trained) if t.sampler else {}),
-        "train/images_per_s": throughput.run_median(),
+        "train/images_per_s": run_median,
+        "train/images_per_s_per_gpu": run_median / t.ranks.world_size if run_median else None,
         "time/train_s": t.train_time_s,
         "train/steps": t.step,
         "mem/peak_allocated_bytes": memory.run_peak_allocated,
@@ -198,3 +218,19 @@ def fit(t: Training) -> dict:
         "test/best_acc": t.history.get("best_test_acc"),
         "test/last_acc": t.history.get("last_test_acc"),
     }
+
+
+def across_ranks(windows: list[dict]) -> dict:
+    """Rank 0's view of a window on every rank: the mean loss, stragglers, and each rank's memory and links."""
+    out = {
+        "train/loss": sum(w["train/loss"] for w in windows) / len(windows),
+        "dist/step_time_max_s": max(w["train/step_time_s"] for w in windows),
+        "dist/step_time_min_s": min(w["train/step_time_s"] for w in windows),
+        "mem/max_allocated_bytes": max(w["mem/max_allocated_bytes"] for w in windows),
+        "mem/max_reserved_bytes": max(w["mem/max_reserved_bytes"] for w in windows),
+    }
+    for rank, w in enumerate(windows):
+        for key, value in w.items():
+            if key.startswith("mem/") or key.endswith("_bytes_per_s"):
+                out[f"rank{rank}/{key}"] = value
+    return out

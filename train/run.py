@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import secrets
+import signal
 import string
 import sys
 
@@ -17,13 +18,13 @@ if __package__ in (None, ""):  # run as a script: make `train` importable from t
 
 import torch
 
-from train import checkpoint, data, precision, telemetry
+from train import checkpoint, data, distributed, precision, telemetry
 from train.config import RunConfig, check_out_dir, parse_args
 from train.console import Console
 from train.errors import UsageError
 from train.loop import Training, fit, save_checkpoint
 from train.models import count_params, forward_flops_per_image, resnet
-from train.tracking import Tracker, choose_mode
+from train.tracking import NullTracker, Tracker, choose_mode
 
 # What a resumed run must share with its checkpoint: the experiment itself.
 SAME_EXPERIMENT = ("depth", "precision", "dataset", "batch_size", "optimizer", "loader", "seed")
@@ -44,12 +45,25 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-def system_info(device: torch.device) -> dict:
+class Terminated(BaseException):
+    """SIGTERM (Slurm's cancel or time limit, the elastic agent stopping the job): unwind, mark the run failed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
     info = {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(),
-        "world_size": 1,
+        "world_size": ranks.world_size,
+        "nodes": ranks.nodes,
+        "gpus_per_node": ranks.local_world_size,
+        "backend": ranks.backend,
+        "launcher": ranks.launcher,
+        **distributed.versions(),
         "hostname": platform.node(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -62,8 +76,30 @@ def system_info(device: torch.device) -> dict:
     return info
 
 
-def train(cfg: RunConfig) -> dict:
-    device = pick_device(cfg.device)
+def run_identity(cfg: RunConfig) -> tuple[str, str, str]:
+    """(run id, name, run folder) of a new run; refuses to reuse a folder that holds a run."""
+    run_id = new_run_id()
+    name = cfg.name or f"r{cfg.depth}-{cfg.precision}-{run_id}"
+    run_dir = os.path.join(cfg.out_dir, name)
+    if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)):
+        raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
+                         "or choose another --name")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_id, name, run_dir
+
+
+def train(cfg: RunConfig, worker: dict | None = None) -> dict:
+    if worker is not None:
+        ranks, device = distributed.init(worker, cfg.device, cfg.dist_timeout)
+    else:
+        ranks, device = distributed.Ranks(), pick_device(cfg.device)
+    try:
+        return _train(cfg, ranks, device)
+    finally:
+        distributed.shutdown(ranks)
+
+
+def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device) -> dict:
     policy = precision.get(cfg.precision)
     backend_flags = policy.set_backend_flags()
     policy.check_device(device)
@@ -80,13 +116,15 @@ def train(cfg: RunConfig) -> dict:
         run_id, run_dir = resumed["run_id"], os.path.dirname(os.path.abspath(ckpt_path))
         name = resumed["config"].get("name") or os.path.basename(run_dir)
     else:
-        run_id = new_run_id()
-        name = cfg.name or f"r{cfg.depth}-{cfg.precision}-{run_id}"
-        run_dir = os.path.join(cfg.out_dir, name)
-        if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)):
-            raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
-                             "or choose another --name")
-        os.makedirs(run_dir, exist_ok=True)
+        # Rank 0 names the run; every rank learns the name or the reason it could not.
+        try:
+            identity = run_identity(cfg) if ranks.is_main else None
+        except UsageError as e:
+            identity = str(e)
+        identity = distributed.broadcast(ranks, identity)
+        if isinstance(identity, str):
+            raise UsageError(identity)
+        run_id, name, run_dir = identity
     ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
 
     if device.type == "cuda":
@@ -97,7 +135,7 @@ def train(cfg: RunConfig) -> dict:
     else:
         train_split, test_split = data.synthetic(cfg.seed), None  # random labels: nothing to evaluate
     loader_args = dict(batch_size=cfg.batch_size, device=device, dtype=policy.input_dtype,
-                       memory_format=memory_format, seed=cfg.seed)
+                       memory_format=memory_format, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size)
     if cfg.loader == "device":
         make_loader = data.DeviceLoader
     else:
@@ -111,6 +149,9 @@ def train(cfg: RunConfig) -> dict:
     params = count_params(model)
     forward_flops = forward_flops_per_image(model)
     model = policy.prepare(model.to(device, memory_format=memory_format))
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])  # before DDP, which broadcasts rank 0's weights
+    model, comm = distributed.wrap_model(model, ranks, device, cfg.grad_compress)
     optimizer = precision.make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     scaler = policy.grad_scaler(device.type)
     schedule_steps = cfg.epochs * len(train_loader)
@@ -122,7 +163,7 @@ def train(cfg: RunConfig) -> dict:
         schedule = lambda s: 1.0  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    console = Console(total_steps, cfg.epochs)
+    console = Console(total_steps, cfg.epochs, enabled=ranks.is_main)
     config = {
         **cfg.as_dict(),
         "name": name,
@@ -130,28 +171,34 @@ def train(cfg: RunConfig) -> dict:
         "precision_settings": {**policy.settings(backend_flags), "memory_format": str(memory_format)},
         "model": {"arch": f"resnet{cfg.depth}", "params": params, "forward_flops_per_image": forward_flops,
                   "train_flops_per_image": 3 * forward_flops},
-        "system": system_info(device),
+        "system": system_info(device, ranks),
         "data": {"train_images": len(train_split), "test_images": len(test_split) if test_split else 0,
                  "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(train_loader),
-                 "global_batch_size": cfg.batch_size},
+                 "global_batch_size": cfg.batch_size * ranks.world_size},
         "total_steps": total_steps,
     }
     mode, why = choose_mode(cfg.wandb_mode)
-    console.say(f"resnet{cfg.depth} {cfg.precision} on {config['system']['device_name']} ({device.type}): "
+    processes = f" x {ranks.world_size} processes ({ranks.backend})" if ranks.enabled else ""
+    console.say(f"resnet{cfg.depth} {cfg.precision} on {config['system']['device_name']} ({device.type}){processes}: "
                 f"{params:,} parameters, {len(train_split):,} training images"
-                f"{' (synthetic)' if test_split is None else ''}, {total_steps:,} steps of {cfg.batch_size}")
+                f"{' (synthetic)' if test_split is None else ''}, {total_steps:,} steps of {cfg.batch_size}"
+                f"{' per process' if ranks.enabled else ''}")
     sampler, config["nvml"] = telemetry.open_for_run(device, cfg.nvml_hz, console.say)
-    tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
-                      entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
-                      config=config, say=console.say, stats_interval=cfg.wandb_stats_interval)
+    if ranks.is_main:
+        tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
+                          entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
+                          config=config, say=console.say, stats_interval=cfg.wandb_stats_interval,
+                          world_size=ranks.world_size)
+    else:
+        tracker = NullTracker()
 
     t = Training(model=model, policy=policy, device=device, train_loader=train_loader, test_loader=test_loader,
                  optimizer=optimizer, scaler=scaler, scheduler=scheduler, tracker=tracker, console=console,
                  epochs=cfg.epochs, total_steps=total_steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
                  ckpt_path=ckpt_path, ckpt_extra={"config": cfg.as_dict() | {"name": name}, "run_id": run_id},
-                 warmup_steps=cfg.warmup_steps, images_per_step=cfg.batch_size, sampler=sampler)
+                 warmup_steps=cfg.warmup_steps, images_per_step=cfg.batch_size * ranks.world_size,
+                 sampler=sampler, ranks=ranks, comm=comm)
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         scaler.load_state_dict(resumed["scaler"])
         scheduler.load_state_dict(resumed["scheduler"])
@@ -166,8 +213,9 @@ def train(cfg: RunConfig) -> dict:
     try:
         summary = fit(t)
         size = save_checkpoint(t)
+        state = getattr(model, "module", model).state_dict()
         summary.update({"model/params": params, "ckpt/size_bytes": size,
-                        "model/size_bytes": sum(v.numel() * v.element_size() for v in model.state_dict().values())})
+                        "model/size_bytes": sum(v.numel() * v.element_size() for v in state.values())})
         tracker.summarise(summary)
         if cfg.ckpt_artifact:
             tracker.log_checkpoint(ckpt_path, size, aliases=["latest", f"step-{t.step}"])
@@ -176,22 +224,83 @@ def train(cfg: RunConfig) -> dict:
         if sampler is not None:
             sampler.stop()
         tracker.finish(exit_code)
-    console.say(f"done: {summary['train/images_per_s'] or 0:,.0f} img/s (median), {summary['time/train_s']:.1f}s "
-                f"training, checkpoint {size / 2**20:.1f} MiB at {ckpt_path}")
+    if ranks.is_main:
+        console.say(f"done: {summary['train/images_per_s'] or 0:,.0f} img/s (median), "
+                    f"{summary['time/train_s']:.1f}s training, checkpoint {size / 2**20:.1f} MiB at {ckpt_path}")
     return {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
             "device": device.type}
 
 
+def launch_workers(cfg: RunConfig, argv: list[str]) -> int:
+    """This process starts the workers (--gpus, --use_ddp, --nodes): check what can be checked once, here."""
+    device = pick_device(cfg.device)
+    visible = torch.cuda.device_count() if device.type == "cuda" else 0
+    gpus = cfg.gpus or visible or 1
+    if device.type == "cuda" and gpus > visible:
+        raise UsageError(f"--gpus {gpus}: this node shows {visible} CUDA device(s)")
+    policy = precision.get(cfg.precision)
+    policy.set_backend_flags()
+    policy.check_device(device)
+    check_out_dir(cfg.out_dir)
+    return distributed.launch(gpus, cfg.nodes, cfg.rdzv_endpoint, cfg.rdzv_id, cfg.dist_timeout, argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        train(parse_args(argv))
+        worker = distributed.worker_env()
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    code = _main(argv, worker)
+    if worker is not None and code != 0:
+        # A worker leaving on an error, its W&B run already finished: skip the C++ teardown, which can abort
+        # (SIGABRT) when a peer has gone first, and would turn a clear exit status into a signal.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str], worker: dict | None) -> int:
+    try:
+        cfg = parse_args(argv)
+        if worker is None and (cfg.gpus is not None or cfg.use_ddp or cfg.nodes > 1):
+            return launch_workers(cfg, argv)
+        signal.signal(signal.SIGTERM, _terminate)
+        train(cfg, worker)
+    except UsageError as e:
+        if worker is None or worker["rank"] == 0:  # one line for the job, not one per rank
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            distributed.record_error(str(e))
+        return 2
+    except Terminated:
+        where = f"rank {worker['rank']}: " if worker else ""
+        print(f"{where}stopped by SIGTERM; the W&B run is marked failed", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (torch.distributed.DistError, RuntimeError) as e:
+        if worker is None or not _is_collective_failure(e):
+            raise
+        # A peer died or hung: say so in one line; the launcher names the rank that caused it.
+        message = f"{distributed.COLLECTIVE_FAILED} ({_innermost(e)})"
+        distributed.record_error(message)
+        print(f"error: rank {worker['rank']}: {message}; the W&B run is marked failed", file=sys.stderr)
+        return 1
     return 0
+
+
+def _is_collective_failure(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, torch.distributed.DistError) or any(
+        word in text for word in ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out"))
+
+
+def _innermost(e: BaseException) -> str:
+    return str(e).split("RuntimeError: ")[-1].splitlines()[0][:300]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import os
 from urllib.parse import urlparse
 
 # Step metrics share the train/step axis and keep these summaries (the suite's metric contract, README).
-STEP_PREFIXES = ("train", "mem", "amp", "epoch", "test", "nvml")
+STEP_PREFIXES = ("train", "mem", "amp", "epoch", "test", "nvml", "comm", "dist")
 STEP_SUMMARY = "mean,min,max,last"
 
 
@@ -40,7 +40,8 @@ class Tracker:
 
     def __init__(self, *, mode: str, why: str, run_dir: str, run_id: str, name: str, project: str,
                  entity: str | None, group: str | None, tags: list[str], config: dict, say,
-                 stats_interval: float | None = None):
+                 stats_interval: float | None = None, world_size: int = 1):
+        self.world_size = world_size
         # W&B's staging copies and caches default to the home folder, which fills small HPC home quotas.
         for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR"):
             os.environ.setdefault(var, os.path.join(os.path.dirname(run_dir), ".wandb-cache"))
@@ -77,6 +78,9 @@ class Tracker:
         for prefix in STEP_PREFIXES:
             run.define_metric(f"{prefix}/*", step_metric="train/step", summary=STEP_SUMMARY)
         run.define_metric("epoch", step_metric="train/step", summary="last")
+        if self.world_size > 1:
+            for rank in range(self.world_size):
+                run.define_metric(f"rank{rank}/*", step_metric="train/step", summary=STEP_SUMMARY)
 
     def log(self, metrics: dict) -> None:
         self.run.log(metrics)
@@ -95,3 +99,21 @@ class Tracker:
 
     def finish(self, exit_code: int) -> None:
         self.run.finish(exit_code=exit_code)
+
+
+class NullTracker:
+    """What ranks other than 0 log to: nothing. Their figures reach rank 0 through gathers at log time."""
+
+    mode = "disabled"
+
+    def log(self, metrics: dict) -> None:
+        pass
+
+    def summarise(self, values: dict) -> None:
+        pass
+
+    def log_checkpoint(self, path: str, size: int, aliases: list[str]) -> None:
+        pass
+
+    def finish(self, exit_code: int) -> None:
+        pass

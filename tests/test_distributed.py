@@ -1,0 +1,142 @@
+"""Several processes on CPU with gloo, started the ways users start them: --gpus N (PyTorch's elastic agent),
+torchrun, two "nodes" on localhost; and a worker killed mid-run."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from metric_contract import COMM_STEP_KEYS
+from test_training import _inspect
+
+RUN = os.path.join(ROOT, "train", "run.py")
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+COMMON = ["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--log-every", "2",
+          "--wandb-mode", "offline", "--dist-timeout", "60"]
+RESNET18_GRAD_BYTES = 11_173_962 * 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "WANDB_MODE")}
+    return env
+
+
+def _one_run_with_world_size_2(out_dir, name):
+    runs = [d for d in os.listdir(out_dir) if not d.startswith(".")]
+    assert runs == [name]
+    wandb_runs = [d for d in os.listdir(os.path.join(out_dir, name, "wandb")) if d.startswith("offline-run-")]
+    assert len(wandb_runs) == 1  # only rank 0 makes a W&B run
+    summary = json.loads(_inspect(os.path.join(out_dir, name), "--summary"))
+    assert summary["state"] == "finished"
+    system = summary["config"]["system"]
+    assert system["world_size"] == 2 and system["backend"] == "gloo"
+    assert summary["config"]["data"]["global_batch_size"] == 8
+    s = summary["summary"]
+    assert s["train/images_per_s_per_gpu"] == pytest.approx(s["train/images_per_s"] / 2)
+    records = [json.loads(line) for line in _inspect(os.path.join(out_dir, name)).splitlines() if line.strip()]
+    windows = [r["history"]["item"] for r in records if r.get("type") == "history"
+               and "train/loss" in r["history"]["item"]]
+    assert len(windows) == 2
+    for w in windows:
+        for key in COMM_STEP_KEYS + ["rank0/mem/max_allocated_bytes", "rank1/mem/max_allocated_bytes"]:
+            assert key in w, key
+        assert w["comm/allreduce_bytes"] == 2 * RESNET18_GRAD_BYTES  # fp32 gradients, 2 steps a window
+        assert w["comm/busbw_bytes_per_s"] == pytest.approx(w["comm/algbw_bytes_per_s"])  # 2(n-1)/n = 1 at n=2
+        assert w["dist/step_time_max_s"] >= w["dist/step_time_min_s"]
+    return summary
+
+
+def test_gpus_2_starts_two_workers_through_the_elastic_launcher(tmp_path):
+    result = subprocess.run([sys.executable, RUN, "--gpus", "2", *COMMON, "--out-dir", str(tmp_path), "--name", "g2"],
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = _one_run_with_world_size_2(tmp_path, "g2")
+    assert summary["config"]["system"]["launcher"] == "torchrun"
+    assert result.stdout.count("done:") == 1  # rank 1 prints nothing
+
+
+def test_torchrun_runs_the_same_script_unchanged(tmp_path):
+    result = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", RUN, *COMMON, "--out-dir",
+                             str(tmp_path), "--name", "tr"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    _one_run_with_world_size_2(tmp_path, "tr")
+
+
+@pytest.mark.parametrize("how", ["torchrun", "run.py --nodes"])
+def test_two_nodes_on_localhost_make_one_job(tmp_path, how):
+    port = _free_port()
+    if how == "torchrun":
+        cmd = [TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", RUN]
+    else:
+        cmd = [sys.executable, RUN, "--gpus", "1", "--nodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}",
+               "--rdzv-id", "two-nodes"]
+    nodes = [subprocess.Popen([*cmd, *COMMON, "--out-dir", str(tmp_path), "--name", "n2"], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in nodes]
+    assert all(p.returncode == 0 for p in nodes), [o[1][-2000:] for o in outputs]
+    summary = _one_run_with_world_size_2(tmp_path, "n2")
+    assert summary["config"]["system"]["nodes"] == 2 and summary["config"]["system"]["gpus_per_node"] == 1
+
+
+def test_gradient_compression_halves_the_all_reduce_bytes(tmp_path):
+    result = subprocess.run([sys.executable, RUN, "--gpus", "2", *COMMON, "--out-dir", str(tmp_path), "--name", "c",
+                             "--grad-compress", "fp16"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in _inspect(tmp_path / "c").splitlines() if line.strip()]
+    window = next(r["history"]["item"] for r in records if r.get("type") == "history"
+                  and "comm/allreduce_bytes" in r["history"]["item"])
+    assert window["comm/allreduce_bytes"] == 2 * RESNET18_GRAD_BYTES // 2
+
+
+def test_a_usage_error_in_the_workers_is_one_line_for_the_whole_job(tmp_path):
+    result = subprocess.run([sys.executable, RUN, "--gpus", "2", "--data-dir", str(tmp_path / "none"), "--out-dir",
+                             str(tmp_path / "runs"), "--wandb-mode", "offline"], env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "CIFAR-10 not found" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_killing_a_worker_ends_the_job_non_zero_naming_the_rank_and_fails_the_wandb_run(tmp_path):
+    proc = subprocess.Popen([sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "10000",
+                             "--batch-size", "4", "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "30",
+                             "--out-dir", str(tmp_path), "--name", "killed"], env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training runs: its first window is printed
+        line = proc.stdout.readline()
+        if "step 1/" in line:
+            break
+    victim = None
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"RANK=1" in environ and str(tmp_path).encode() in cmdline:
+            victim = int(pid)
+    assert victim, "rank 1 not found"
+    killed_at = time.time()
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - killed_at < 30 + 15  # within --dist-timeout (it is seconds in practice)
+    assert proc.returncode != 0
+    assert "job failed because rank 1 was killed by SIGKILL" in stderr
+    summary = json.loads(_inspect(tmp_path / "killed", "--summary"))
+    assert summary["state"] == "failed"

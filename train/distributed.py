@@ -1,0 +1,298 @@
+"""Several processes: the elastic launch behind torchrun, rank discovery, the process group, the timed DDP
+communication hook, and the cross-rank gathers done at log time (never per step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from train.errors import UsageError
+
+
+@dataclass
+class Ranks:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    nodes: int = 1
+    backend: str | None = None  # None: a plain single-process run, no process group
+    launcher: str = "none"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+
+def worker_env() -> dict | None:
+    """Rank information when this process is one worker of a launched job, else None.
+
+    torchrun / the elastic agent set RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR/PORT;
+    srun sets SLURM_PROCID, SLURM_LOCALID and, for a job step, SLURM_STEP_NUM_TASKS (a batch script has no
+    step variables, so a plain `python train/run.py` inside sbatch stays a single process).
+    """
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        world = int(env["WORLD_SIZE"])
+        local_world = int(env.get("LOCAL_WORLD_SIZE", world))
+        return {"rank": int(env["RANK"]), "local_rank": int(env.get("LOCAL_RANK", 0)), "world_size": world,
+                "local_world_size": local_world, "nodes": max(1, world // max(1, local_world)),
+                "launcher": "torchrun" if "TORCHELASTIC_RUN_ID" in env else "env"}
+    if int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        world = int(env["SLURM_STEP_NUM_TASKS"])
+        nodes = int(env.get("SLURM_STEP_NUM_NODES", "1"))
+        if "MASTER_ADDR" not in env:
+            env["MASTER_ADDR"] = _first_slurm_host()
+        # Same port on every rank, from the job id, unless the user chose one.
+        env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+        return {"rank": int(env["SLURM_PROCID"]), "local_rank": int(env.get("SLURM_LOCALID", 0)), "world_size": world,
+                "local_world_size": max(1, world // nodes), "nodes": nodes, "launcher": "srun"}
+    return None
+
+
+def _first_slurm_host() -> str:
+    nodelist = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", "")
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             check=True, timeout=30).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    raise UsageError("under srun the rendezvous host is unknown: export MASTER_ADDR (e.g. "
+                     "MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1)) before srun")
+
+
+def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None, timeout_s: float,
+           argv: list[str]) -> int:
+    """Start `gpus` workers of train/run.py on this node through PyTorch's elastic agent (torchrun's machinery).
+
+    Returns the job's exit status; a failed worker is named with its rank and how it ended.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nodes > 1 and not rdzv_endpoint:
+        raise UsageError(f"--nodes {nodes} needs --rdzv-endpoint HOST:PORT, the same on every node")
+    config = LaunchConfig(
+        min_nodes=nodes, max_nodes=nodes, nproc_per_node=gpus,
+        rdzv_backend="c10d", rdzv_endpoint=rdzv_endpoint or "localhost:0",
+        run_id=rdzv_id or (os.environ.get("SLURM_JOB_ID") if nodes > 1 else None) or uuid.uuid4().hex[:12],
+        rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5,
+    )
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
+    try:
+        elastic_launch(config, sys.executable)("-u", script, *argv)
+    except ChildFailedError as e:
+        failures = sorted(e.failures.items())
+        usage = [(rank, f) for rank, f in failures if f.exitcode == 2]
+        if usage:  # a usage error: rank 0 printed its line; another rank's comes from its error file
+            rank, failure = usage[0]
+            if rank != 0:
+                print(f"error: rank {rank}: {failure.message or 'usage error'}", file=sys.stderr)
+            return 2
+        # Causes, not consequences: ranks the agent stopped (SIGTERM) or that failed because a peer did are not.
+        consequence = [(r, f) for r, f in failures
+                       if f.exitcode == -signal.SIGTERM or str(f.message).startswith(COLLECTIVE_FAILED)]
+        causes = [(r, f) for r, f in failures if (r, f) not in consequence] or failures
+        then = [(r, f) for r, f in failures if (r, f) not in causes]
+        text = "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in causes)
+        if then:
+            text += "; then " + "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in then)
+        print(f"error: the {gpus * nodes}-process job failed because {text}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - rendezvous timeouts and the like, in one line
+        print(f"error: the job could not start: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+COLLECTIVE_FAILED = "a collective failed"
+
+
+def record_error(message: str) -> None:
+    """Leave a worker's one-line error where the elastic agent collects it (its error file), for the launcher."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            with open(path, "w") as f:
+                json.dump({"message": message, "timestamp": int(time.time())}, f)
+        except OSError:
+            pass
+
+
+def _ending(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+def init(info: dict, device_choice: str, timeout_s: float) -> tuple[Ranks, torch.device]:
+    """Join the process group: NCCL between GPUs, gloo on CPU; each worker on the GPU of its local rank."""
+    use_cuda = device_choice != "cpu" and torch.cuda.is_available()
+    if device_choice == "cuda" and not use_cuda:
+        raise UsageError("--device cuda: no CUDA device is visible to this worker")
+    if use_cuda:
+        if info["local_rank"] >= torch.cuda.device_count():
+            raise UsageError(f"local rank {info['local_rank']} has no GPU: this node shows "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+        torch.cuda.set_device(info["local_rank"])
+        device = torch.device("cuda", info["local_rank"])
+    else:
+        device = torch.device("cpu")
+        # Each process gets its share of the cores instead of all of them each.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info["local_world_size"]))
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend, rank=info["rank"], world_size=info["world_size"],
+                            timeout=timedelta(seconds=timeout_s),
+                            **({"device_id": device} if use_cuda else {}))
+    ranks = Ranks(rank=info["rank"], local_rank=info["local_rank"], world_size=info["world_size"],
+                  local_world_size=info["local_world_size"], nodes=info["nodes"], backend=backend,
+                  launcher=info["launcher"])
+    global _METRICS_GROUP
+    # Log-time gathers of Python objects go over gloo, keeping NCCL for gradients.
+    _METRICS_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
+    return ranks, device
+
+
+_METRICS_GROUP = None
+
+
+def gather(ranks: Ranks, obj) -> list:
+    """Every rank's `obj`, in rank order (one collective; call on every rank at the same point)."""
+    if not ranks.enabled:
+        return [obj]
+    out = [None] * ranks.world_size
+    dist.all_gather_object(out, obj, group=_METRICS_GROUP)
+    return out
+
+
+def sum_across(ranks: Ranks, *tensors: torch.Tensor) -> None:
+    """In-place sums over ranks of device tensors (epoch accuracy, evaluation sums)."""
+    if ranks.enabled:
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+def broadcast(ranks: Ranks, value):
+    if not ranks.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=_METRICS_GROUP)
+    return box[0]
+
+
+def shutdown(ranks: Ranks) -> None:
+    if ranks.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def versions() -> dict:
+    out = {}
+    if torch.cuda.is_available() and hasattr(torch.cuda, "nccl"):
+        try:
+            out["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        except Exception:  # noqa: BLE001 - a torch built without NCCL
+            pass
+    return out
+
+
+class CommMeter:
+    """A DDP communication hook that runs one of PyTorch's hooks and times it: bytes, and the time some
+    all-reduce of the step was in flight (the union of the buckets' intervals, since buckets queue behind
+    each other on the communication stream). Read once per log window, like the step timer."""
+
+    def __init__(self, device: torch.device, world_size: int, compress: str):
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        self.cuda = device.type == "cuda"
+        self.world_size = world_size
+        self.compress = compress
+        self.inner = {"none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
+                      "bf16": default_hooks.bf16_compress_hook}[compress]
+        self._step: list[list] = []
+        self._steps: list[list[list]] = []
+
+    def _mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def hook(self, state, bucket):
+        buffer = bucket.buffer()
+        nbytes = buffer.numel() * (2 if self.compress != "none" else buffer.element_size())
+        record = [self._mark(), None, nbytes]
+        self._step.append(record)
+
+        def done(fut):
+            record[1] = self._mark()  # on CUDA, the current stream here waits for the collective
+            return fut.value()
+
+        return self.inner(state, bucket).then(done)
+
+    def end_step(self) -> None:
+        if self._step:
+            self._steps.append(self._step)
+            self._step = []
+
+    def window(self) -> dict:
+        steps, self._steps = self._steps, []
+        steps = [s for s in steps if all(r[1] is not None for r in s)]
+        if not steps:
+            return {}
+        total_bytes, total_time = 0, 0.0
+        for records in steps:
+            if self.cuda:
+                records[-1][1].synchronize()
+                ref = records[0][0]
+                spans = [(ref.elapsed_time(s) / 1e3, ref.elapsed_time(e) / 1e3) for s, e, _ in records]
+            else:
+                spans = [(s, e) for s, e, _ in records]
+            total_time += _union(spans)
+            total_bytes += sum(r[2] for r in records)
+        algbw = total_bytes / total_time if total_time > 0 else 0.0
+        return {"comm/allreduce_bytes": total_bytes, "comm/allreduce_time_s": total_time,
+                "comm/algbw_bytes_per_s": algbw,
+                "comm/busbw_bytes_per_s": algbw * 2 * (self.world_size - 1) / self.world_size}
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
+def wrap_model(model: torch.nn.Module, ranks: Ranks, device: torch.device, compress: str):
+    """DDP with the timed hook; (model, meter). A plain run keeps the model as it is."""
+    if not ranks.enabled:
+        return model, None
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+    meter = CommMeter(device, ranks.world_size, compress)
+    ddp.register_comm_hook(None, meter.hook)
+    return ddp, meter
