@@ -53,9 +53,13 @@ def test_pure_bf16_checkpoint_is_about_half_of_fp32(tmp_path):
 
 
 def _inspect(run_dir, *flags):
-    wandb_dirs = [d for d in os.listdir(os.path.join(run_dir, "wandb")) if d.startswith("offline-run-")]
-    assert len(wandb_dirs) == 1
-    target = os.path.join(run_dir, "wandb", wandb_dirs[0])
+    """W&B's own reader on a run folder's one offline run (or on an offline-run folder itself)."""
+    if os.path.basename(str(run_dir)).startswith("offline-run-"):
+        target = str(run_dir)
+    else:
+        wandb_dirs = [d for d in os.listdir(os.path.join(run_dir, "wandb")) if d.startswith("offline-run-")]
+        assert len(wandb_dirs) == 1
+        target = os.path.join(run_dir, "wandb", wandb_dirs[0])
     out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "wandb"), "leet", "inspect", *flags, "--json",
                           target], capture_output=True, text=True, check=True, timeout=120)
     return out.stdout

@@ -11,6 +11,7 @@ import torch
 from train.errors import UsageError
 
 FILENAME = "checkpoint.pt"
+RESULT_FILE = "result.json"  # the run's summary, written when it finishes: reruns (sweeps, requeues) skip it
 FORMAT = 1
 REQUIRED = ("format", "model", "optimizer", "scaler", "scheduler", "loader", "rng", "progress", "config", "run_id")
 

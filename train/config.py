@@ -203,15 +203,30 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
                      help="GPU telemetry samples per second from NVML, this process's GPU only (0: off)")
     out.add_argument("--wandb-stats-interval", type=_positive_float, default=d.wandb_stats_interval, metavar="S",
                      help="seconds between W&B's own system-metric samples (default: W&B's, 15 s)")
-    out.add_argument("--resume", default=d.resume, metavar="PATH",
-                     help="continue from a checkpoint file or a run folder holding checkpoint.pt")
+    out.add_argument("--resume", default=d.resume, metavar="PATH|auto",
+                     help="continue from a checkpoint file or a run folder holding checkpoint.pt; 'auto' (with "
+                     "--name): continue OUT_DIR/NAME if it has a checkpoint, start it if not, skip it if finished")
     return p
 
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(_hyphenate(parser, sys.argv[1:] if argv is None else argv))
     values = {k: v for k, v in vars(ns).items() if not k.startswith("_")}
     return RunConfig(**values)
+
+
+def _hyphenate(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Every option also answers to underscores (--max_steps=3): W&B sweeps write parameter names as flags,
+    and the original study spelled its flags that way."""
+    known = {s for action in parser._actions for s in action.option_strings}
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and name not in known and name.replace("_", "-") in known:
+            arg = name.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
 
 
 def check_out_dir(path: str) -> None:

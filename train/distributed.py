@@ -83,6 +83,7 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
 
     Returns the job's exit status; a failed worker is named with its rank and how it ended.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -95,10 +96,14 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
         rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5,
     )
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
+    # Slurm's warning signal reaches this process; the workers are the ones that must checkpoint.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _signal_children(signum))
     try:
         elastic_launch(config, sys.executable)("-u", script, *argv)
     except ChildFailedError as e:
         failures = sorted(e.failures.items())
+        if all(f.exitcode == EXIT_PREEMPTED for _, f in failures):
+            return EXIT_PREEMPTED  # every worker checkpointed; rank 0 said how to continue
         usage = [(rank, f) for rank, f in failures if f.exitcode == 2]
         if usage:  # a usage error: rank 0 printed its line; another rank's comes from its error file
             rank, failure = usage[0]
@@ -115,23 +120,44 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
             text += "; then " + "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in then)
         print(f"error: the {gpus * nodes}-process job failed because {text}", file=sys.stderr)
         return 1
+    except SignalException as e:  # SIGTERM to this process: the agent passed it on to the workers
+        print(f"error: the job was stopped by {signal.Signals(e.sigval).name}", file=sys.stderr)
+        return 128 + e.sigval
     except Exception as e:  # noqa: BLE001 - rendezvous timeouts and the like, in one line
-        print(f"error: the job could not start: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
+        print(f"error: the {gpus * nodes}-process job failed: {type(e).__name__}: "
+              f"{str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         return 1
     return 0
 
 
 COLLECTIVE_FAILED = "a collective failed"
+EXIT_PREEMPTED = 75  # as train/run.py: checkpointed on a signal, to be continued
+
+
+def _signal_children(signum: int) -> None:
+    """Pass a signal to this process's children (the elastic agent's workers)."""
+    me = os.getpid()
+    for task in os.listdir(f"/proc/{me}/task"):
+        try:
+            children = open(f"/proc/{me}/task/{task}/children").read().split()
+        except OSError:
+            continue
+        for pid in children:
+            try:
+                os.kill(int(pid), signum)
+            except (ProcessLookupError, ValueError):
+                pass
 
 
 def record_error(message: str) -> None:
     """Leave a worker's one-line error where the elastic agent collects it (its error file), for the launcher."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
-        try:
-            with open(path, "w") as f:
+        try:  # whole or not at all: the agent parses it as soon as this process is gone
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
                 json.dump({"message": message, "timestamp": int(time.time())}, f)
+            os.replace(tmp, path)
         except OSError:
             pass
 

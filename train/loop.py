@@ -42,6 +42,7 @@ class Training:
     sampler: object | None = None  # telemetry.NvmlSampler on GPUs with NVML
     ranks: Ranks = field(default_factory=Ranks)
     comm: object | None = None  # distributed.CommMeter under DDP
+    stop: object | None = None  # run.StopRequest: a signal asked the run to checkpoint and exit
     # Progress carried across a resume.
     step: int = 0
     train_time_s: float = 0.0
@@ -109,7 +110,11 @@ def fit(t: Training) -> dict:
     if t.sampler:
         t.sampler.discard()  # set-up (data to the device, W&B start) is not training
 
-    def log_window(epoch: int) -> None:
+    def stop_requested() -> bool:
+        return bool(t.stop and t.stop.requested)
+
+    def log_window(epoch: int) -> bool:
+        """Log the window; True when some rank was asked to stop (every rank learns it from the gather)."""
         nonlocal window_loss, window_steps
         times = timer.collect()  # the one sync of the window
         step_times = [s for s, _ in times]
@@ -120,7 +125,8 @@ def fit(t: Training) -> dict:
             **memory.read_and_reset(),
             **(t.sampler.window() if t.sampler else {}),
         }
-        windows = distributed.gather(t.ranks, local)  # every rank's window, at log time only
+        windows = distributed.gather(t.ranks, {**local, "stop": stop_requested()})  # at log time only
+        local.pop("stop", None)
         metrics = {
             "train/step": t.step,
             "epoch": epoch,
@@ -139,8 +145,10 @@ def fit(t: Training) -> dict:
         t.console.progress(epoch, t.step, metrics["train/loss"], metrics["train/images_per_s"])
         window_loss = torch.zeros((), device=device)
         window_steps = 0
+        return any(w["stop"] for w in windows)
 
-    while t.step < t.total_steps and t.train_loader.epoch < t.epochs:
+    preempted = False
+    while t.step < t.total_steps and t.train_loader.epoch < t.epochs and not preempted:
         epoch = t.train_loader.epoch
         epoch_loss = torch.zeros((), device=device)
         epoch_correct = torch.zeros((), dtype=torch.long, device=device)
@@ -171,11 +179,16 @@ def fit(t: Training) -> dict:
             window_steps += 1
             t.step += 1
             timer.end()
-            if t.step % t.log_every == 0:
-                log_window(epoch)
+            # One process stops at the next step; several agree at a log window, through its gather.
+            if t.step % t.log_every == 0 or (stop_requested() and not t.ranks.enabled):
+                if log_window(epoch):
+                    preempted = True
+                    break
             if t.step >= t.total_steps:
                 break
             timer.start()
+        if preempted:
+            break
         if window_steps:
             log_window(epoch)
         if device.type == "cuda":
@@ -206,6 +219,8 @@ def fit(t: Training) -> dict:
 
     images_trained = len(throughput.step_times) * t.images_per_step // t.ranks.world_size  # this GPU's
     run_median = throughput.run_median()
+    if preempted:
+        return {"preempted": True, "train/steps": t.step}
     return {
         **(t.sampler.summary(images_trained) if t.sampler else {}),
         "train/images_per_s": run_median,

@@ -5,6 +5,7 @@ parse flags -> check device and precision -> data -> model -> W&B run -> loop.fi
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -45,12 +46,27 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-class Terminated(BaseException):
-    """SIGTERM (Slurm's cancel or time limit, the elastic agent stopping the job): unwind, mark the run failed."""
+EXIT_PREEMPTED = distributed.EXIT_PREEMPTED  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1; run it again
 
 
-def _terminate(signum, frame):
-    raise Terminated(signum)
+class StopRequest:
+    """SIGTERM or SIGUSR1 (Slurm's warning before the time limit, scancel, preemption): finish the current step,
+    checkpoint, exit. The handler only sets a flag; the loop acts on it at a step boundary."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __call__(self, signum, frame):
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def install(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self)
+        return self
 
 
 def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
@@ -76,10 +92,15 @@ def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
     return info
 
 
+def default_name(cfg: RunConfig, run_id: str) -> str:
+    return f"r{cfg.depth}-{cfg.precision}-{run_id}"
+
+
 def run_identity(cfg: RunConfig) -> tuple[str, str, str]:
-    """(run id, name, run folder) of a new run; refuses to reuse a folder that holds a run."""
-    run_id = new_run_id()
-    name = cfg.name or f"r{cfg.depth}-{cfg.precision}-{run_id}"
+    """(run id, name, run folder) of a new run; refuses to reuse a folder that holds a run.
+    Under a W&B sweep agent the id is the one the agent chose ($WANDB_RUN_ID), so folder and run match."""
+    run_id = os.environ.get("WANDB_RUN_ID") or new_run_id()
+    name = cfg.name or default_name(cfg, run_id)
     run_dir = os.path.join(cfg.out_dir, name)
     if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)):
         raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
@@ -88,18 +109,36 @@ def run_identity(cfg: RunConfig) -> tuple[str, str, str]:
     return run_id, name, run_dir
 
 
-def train(cfg: RunConfig, worker: dict | None = None) -> dict:
+def resolve_auto_resume(cfg: RunConfig) -> str | None:
+    """--resume auto: continue OUT_DIR/NAME if it holds a checkpoint, start it if not; "finished" if it is done.
+    What sweeps and requeued Slurm jobs use, so that running the same command again is always right."""
+    agent_id = os.environ.get("WANDB_RUN_ID")
+    if not cfg.name and not agent_id:
+        raise UsageError("--resume auto needs --name (or a W&B agent's $WANDB_RUN_ID): it continues OUT_DIR/NAME")
+    cfg.name = cfg.name or default_name(cfg, agent_id)
+    run_dir = os.path.join(cfg.out_dir, cfg.name)
+    if os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE)):
+        return "finished"
+    return run_dir if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)) else None
+
+
+def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None = None) -> dict:
+    if cfg.resume == "auto":
+        cfg.resume = resolve_auto_resume(cfg)
+        if cfg.resume == "finished":
+            print(f"{os.path.join(cfg.out_dir, cfg.name)} has already finished; nothing to do")
+            return {"finished_before": True}
     if worker is not None:
         ranks, device = distributed.init(worker, cfg.device, cfg.dist_timeout)
     else:
         ranks, device = distributed.Ranks(), pick_device(cfg.device)
     try:
-        return _train(cfg, ranks, device)
+        return _train(cfg, ranks, device, stop or StopRequest())
     finally:
         distributed.shutdown(ranks)
 
 
-def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device) -> dict:
+def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest) -> dict:
     policy = precision.get(cfg.precision)
     backend_flags = policy.set_backend_flags()
     policy.check_device(device)
@@ -197,7 +236,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device) -> di
                  epochs=cfg.epochs, total_steps=total_steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
                  ckpt_path=ckpt_path, ckpt_extra={"config": cfg.as_dict() | {"name": name}, "run_id": run_id},
                  warmup_steps=cfg.warmup_steps, images_per_step=cfg.batch_size * ranks.world_size,
-                 sampler=sampler, ranks=ranks, comm=comm)
+                 sampler=sampler, ranks=ranks, comm=comm, stop=stop)
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
         scaler.load_state_dict(resumed["scaler"])
@@ -213,6 +252,12 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device) -> di
     try:
         summary = fit(t)
         size = save_checkpoint(t)
+        if summary.get("preempted"):
+            console.say(f"stopped by {signal.Signals(stop.signal).name} at step {t.step}: checkpoint at {ckpt_path}; "
+                        "run the same command (with --resume auto, or --resume RUN_DIR) to continue this W&B run")
+            tracker.preempting()
+            exit_code = EXIT_PREEMPTED
+            return {**summary, "run_dir": run_dir, "run_id": run_id}
         state = getattr(model, "module", model).state_dict()
         summary.update({"model/params": params, "ckpt/size_bytes": size,
                         "model/size_bytes": sum(v.numel() * v.element_size() for v in state.values())})
@@ -224,11 +269,20 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device) -> di
         if sampler is not None:
             sampler.stop()
         tracker.finish(exit_code)
+    result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
+              "device": device.type}
     if ranks.is_main:
+        write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
         console.say(f"done: {summary['train/images_per_s'] or 0:,.0f} img/s (median), "
                     f"{summary['time/train_s']:.1f}s training, checkpoint {size / 2**20:.1f} MiB at {ckpt_path}")
-    return {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
-            "device": device.type}
+    return result
+
+
+def write_result(path: str, result: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    os.replace(tmp, path)
 
 
 def launch_workers(cfg: RunConfig, argv: list[str]) -> int:
@@ -267,18 +321,16 @@ def _main(argv: list[str], worker: dict | None) -> int:
         cfg = parse_args(argv)
         if worker is None and (cfg.gpus is not None or cfg.use_ddp or cfg.nodes > 1):
             return launch_workers(cfg, argv)
-        signal.signal(signal.SIGTERM, _terminate)
-        train(cfg, worker)
+        stop = StopRequest().install()
+        result = train(cfg, worker, stop)
+        if result.get("preempted"):
+            return EXIT_PREEMPTED
     except UsageError as e:
         if worker is None or worker["rank"] == 0:  # one line for the job, not one per rank
             print(f"error: {e}", file=sys.stderr)
         else:
             distributed.record_error(str(e))
         return 2
-    except Terminated:
-        where = f"rank {worker['rank']}: " if worker else ""
-        print(f"{where}stopped by SIGTERM; the W&B run is marked failed", file=sys.stderr)
-        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

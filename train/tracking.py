@@ -97,6 +97,10 @@ class Tracker:
         art.add_file(path, policy="immutable")
         self.run.log_artifact(art, aliases=aliases)
 
+    def preempting(self) -> None:
+        """Tell W&B this run stops to be continued (a sweep then hands it out again)."""
+        self.run.mark_preempting()
+
     def finish(self, exit_code: int) -> None:
         self.run.finish(exit_code=exit_code)
 
@@ -113,6 +117,9 @@ class NullTracker:
         pass
 
     def log_checkpoint(self, path: str, size: int, aliases: list[str]) -> None:
+        pass
+
+    def preempting(self) -> None:
         pass
 
     def finish(self, exit_code: int) -> None:

@@ -1,0 +1,171 @@
+"""Sweeps: the YAMLs against W&B's own rules and grid order, offline runs here and as Slurm job arrays on a
+real one-node cluster, and preemption (signal -> checkpoint -> the same W&B run continues)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+import slurm_cluster
+from conftest import ROOT
+from test_training import _inspect
+
+SWEEPS = [os.path.join(ROOT, "sweeps", f) for f in ("grid.yaml", "smoke.yaml")]
+SWEEP = [sys.executable, "-m", "train.sweep"]
+
+
+def _sweep(*args, env=None, timeout=600):
+    return subprocess.run([*SWEEP, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=os.path.basename)
+def test_sweep_yaml_follows_wandbs_rules_and_grid_order(path):
+    from sweeps import schema_violations_from_proposed_config
+    from sweeps.grid_search import grid_search_next_runs
+
+    config = yaml.safe_load(open(path))
+    assert schema_violations_from_proposed_config(config) == []
+    assert all("." not in name for name in config["parameters"])  # flat names only
+    wandb_order = [{k: v["value"] for k, v in run.config.items()}
+                   for run in grid_search_next_runs(runs=[], sweep_config=config, validate=True, n=10_000) if run]
+    result = _sweep(path, "list")
+    assert result.returncode == 0, result.stderr
+    ours = [{k: v for k, v in json.loads(line).items() if not k.startswith("_")} for line in result.stdout.splitlines()]
+    assert ours == wandb_order
+    if path.endswith("grid.yaml"):
+        assert len(ours) == 6 * 3 * 4
+
+
+@pytest.mark.parametrize("text, words", [
+    ("method: random\nparameters: {depth: {values: [18]}}\n", ["only grid"]),
+    ("method: grid\nparameters: {depth: {values: [18]}, warp_speed: {value: 9}}\n", ["warp_speed"]),
+    ("method: grid\nparameters: [\n", ["not valid YAML"]),
+    ("method: grid\nparameters: {depth: {values: []}}\n", ["depth"]),
+])
+def test_a_bad_sweep_file_gets_one_line_and_exit_2(tmp_path, text, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = _sweep(str(path), "list")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and all(w in result.stderr for w in words)
+
+
+def test_local_runs_each_point_once(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text("name: one\nmethod: grid\nprogram: train/run.py\nparameters:\n  precision: {values: [fp32, bf16]}\n"
+                    "  dataset: {value: synthetic}\n  max_steps: {value: 2}\n  batch_size: {value: 4}\n")
+    first = _sweep(str(path), "local", "--out-dir", str(tmp_path / "runs"))
+    assert first.returncode == 0, first.stderr
+    assert "2 point(s) run, 0 skipped" in first.stdout
+    for run_dir in glob.glob(str(tmp_path / "runs" / "*")):
+        assert json.loads(_inspect(run_dir, "--summary"))["state"] == "finished"
+    again = _sweep(str(path), "local", "--out-dir", str(tmp_path / "runs"))
+    assert "0 point(s) run, 2 skipped" in again.stdout
+
+
+def _history_steps(run_dir) -> tuple[set, list]:
+    ids, steps = set(), []
+    for wandb_dir in sorted(glob.glob(os.path.join(run_dir, "wandb", "offline-run-*"))):
+        ids.add(json.loads(_inspect(wandb_dir, "--summary"))["run_id"])
+        for line in _inspect(wandb_dir).splitlines():
+            record = json.loads(line)
+            if record.get("type") == "history" and "train/loss" in record["history"]["item"]:
+                steps.append(record["history"]["item"]["train/step"])
+    return ids, steps
+
+
+def test_sigterm_checkpoints_and_the_same_command_continues_the_same_wandb_run(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "12",
+           "--batch-size", "4", "--log-every", "1", "--out-dir", str(tmp_path), "--name", "pre", "--resume", "auto",
+           "--wandb-mode", "offline"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "step 4/12" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "stopped by SIGTERM" in out
+    assert not os.path.exists(tmp_path / "pre" / "result.json")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from" in again.stdout
+    ids, steps = _history_steps(tmp_path / "pre")
+    assert len(ids) == 1 and len(glob.glob(str(tmp_path / "pre" / "wandb" / "offline-run-*"))) == 2
+    assert steps == list(range(1, 13))  # no gap, no duplicate
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and "already finished" in third.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = slurm_cluster.available()
+    if why:
+        pytest.skip(why)
+    c = slurm_cluster.Cluster(str(tmp_path_factory.mktemp("slurm"))).start()
+    yield c
+    c.stop()
+
+
+def test_smoke_sweep_as_slurm_job_arrays_then_resubmit_skips_all(cluster, tmp_path):
+    out = str(tmp_path / "runs")
+    first = _sweep(os.path.join(ROOT, "sweeps", "smoke.yaml"), "slurm", "--out-dir", out, "--gpu-request", "none",
+                   env=cluster.env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("submitted job array") == 2  # one array per GPU count
+    cluster.wait_jobs_done(timeout=600)
+    runs = sorted(glob.glob(os.path.join(out, "depth18-*")))
+    assert len(runs) == 4
+    for run_dir in runs:
+        assert os.path.exists(os.path.join(run_dir, "result.json")), open(
+            glob.glob(os.path.join(out, ".sweep", "logs", "*"))[0]).read()
+        summary = json.loads(_inspect(run_dir, "--summary"))
+        assert summary["state"] == "finished" and summary["summary"]["train/steps"] == 3
+        gpus = 2 if "gpus2" in run_dir else 1
+        assert summary["config"]["system"]["world_size"] == gpus
+    again = _sweep(os.path.join(ROOT, "sweeps", "smoke.yaml"), "slurm", "--out-dir", out, "--gpu-request", "none",
+                   env=cluster.env)
+    assert again.returncode == 0 and "nothing to submit" in again.stdout
+
+
+def test_slurm_warning_signal_checkpoints_requeues_and_continues_the_run(cluster, tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text("name: long\nmethod: grid\nprogram: train/run.py\nparameters:\n  precision: {values: [fp32]}\n"
+                    "  dataset: {value: synthetic}\n  max_steps: {value: 40}\n  batch_size: {value: 4}\n"
+                    "  log_every: {value: 1}\n")
+    out = str(tmp_path / "runs")
+    submitted = _sweep(str(path), "slurm", "--out-dir", out, "--gpu-request", "none", env=cluster.env)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.split("job array ")[1].split(":")[0]
+    log = None
+    deadline = time.time() + 300
+    while time.time() < deadline:  # until the run is training
+        logs = glob.glob(os.path.join(out, ".sweep", "logs", "*.out"))
+        if logs and "step 3/40" in open(logs[0]).read():
+            log = logs[0]
+            break
+        time.sleep(0.5)
+    assert log, "the task never started training"
+    cluster.run("scancel", "--signal=USR1", "--batch", f"{job}_0")  # what --signal=B:USR1@120 sends
+    # Slurm holds a requeued job for a while (BeginTime); release it once it is back in the queue.
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        reason = cluster.run("squeue", "-h", "-j", job, "-o", "%r", check=False).stdout.strip()
+        if "BeginTime" in reason:
+            cluster.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")
+            break
+        time.sleep(0.5)
+    cluster.wait_jobs_done(timeout=600)
+    text = open(log).read()
+    assert "stopped by SIGUSR1" in text and "requeueing" in text and "resumed from" in text
+    run_dir = glob.glob(os.path.join(out, "*precisionfp32*"))[0]
+    assert os.path.exists(os.path.join(run_dir, "result.json"))
+    ids, steps = _history_steps(run_dir)
+    assert len(ids) == 1 and steps == list(range(1, 41))

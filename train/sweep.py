@@ -1,0 +1,205 @@
+"""Run a W&B grid sweep without a W&B server: on this machine, or as Slurm job arrays of offline runs.
+
+    python -m train.sweep sweeps/smoke.yaml list     # the grid points, in W&B's grid order, one JSON per line
+    python -m train.sweep sweeps/smoke.yaml local    # run them here, one after another
+    python -m train.sweep sweeps/grid.yaml slurm     # one job array per GPU count; prints the job ids
+
+W&B sweeps have no offline mode: agents need the server. Compute nodes without internet run the same grid
+this way, each point a W&B offline run, synced afterwards from a login node with `wandb sync`. Every point
+has a fixed name and W&B run id (from the sweep's name and the point's values), so rerunning skips points
+that finished and continues points that were stopped (`--resume auto`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import yaml
+
+from train.checkpoint import RESULT_FILE
+from train.config import OneLineParser, build_parser as runner_parser
+from train.errors import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARRAY_SCRIPT = os.path.join(ROOT, "sweeps", "slurm", "offline_array.sbatch")
+
+
+def load(path: str) -> dict:
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read sweep file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"sweep file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("parameters"), dict) or not config["parameters"]:
+        raise UsageError(f"sweep file {path} has no 'parameters' mapping")
+    if config.get("method") != "grid":
+        raise UsageError(f"sweep file {path}: method is {config.get('method')!r}; only grid sweeps run offline "
+                         "(random and bayes need W&B's controller: use `wandb sweep` and agents)")
+    for name, spec in config["parameters"].items():
+        if not isinstance(spec, dict) or not ("values" in spec or "value" in spec):
+            raise UsageError(f"sweep file {path}: parameter {name!r} needs 'values' or 'value' in a grid "
+                             "(nested parameters are not supported)")
+        if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
+            raise UsageError(f"sweep file {path}: parameter {name!r} has an empty or non-list 'values'")
+    config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    _check_flags(path, config["parameters"])
+    return config
+
+
+def _check_flags(path: str, parameters: dict) -> None:
+    """A parameter the runner has no flag for would fail every point: say so before anything runs."""
+    known = {s.lstrip("-").replace("-", "_") for a in runner_parser()._actions for s in a.option_strings}
+    unknown = [name for name in parameters if name.replace("-", "_") not in known]
+    if unknown:
+        raise UsageError(f"sweep file {path}: train/run.py has no option for {', '.join(unknown)}")
+
+
+def grid(config: dict) -> list[dict]:
+    """Every point, in W&B's grid order: parameter names sorted, the last one varying fastest, each parameter's
+    values in the order written (as the `sweeps` library's grid search, which a test compares against)."""
+    names = sorted(config["parameters"])
+    values = [config["parameters"][n]["values"] if "values" in config["parameters"][n]
+              else [config["parameters"][n]["value"]] for n in names]
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def point_name(sweep: str, point: dict) -> tuple[str, str]:
+    """(folder/run name, W&B run id): fixed for a point of a sweep, so reruns find it again."""
+    digest = hashlib.sha1(json.dumps([sweep, point], sort_keys=True).encode()).hexdigest()
+    readable = "-".join(f"{k}{v}" for k, v in point.items() if k in ("depth", "precision", "gpus"))
+    return f"{readable}-{digest[:6]}" if readable else digest[:12], digest[:8]
+
+
+def flags(point: dict) -> list[str]:
+    """The point as W&B's ${args} writes it: --name=value; booleans as bare flags (True) or nothing (False)."""
+    out = []
+    for name, value in point.items():
+        if isinstance(value, bool):
+            out += [f"--{name}"] if value else []
+        else:
+            out.append(f"--{name}={value}")
+    return out
+
+
+def command(config: dict, point: dict, out_dir: str) -> tuple[list[str], str, str]:
+    name, run_id = point_name(config["name"], point)
+    argv = [sys.executable, os.path.join(ROOT, "train", "run.py"), *flags(point), "--out-dir", out_dir,
+            "--name", name, "--resume", "auto", "--group", str(config["name"]), "--wandb-mode", "offline"]
+    return argv, name, run_id
+
+
+def finished(out_dir: str, name: str) -> bool:
+    return os.path.exists(os.path.join(out_dir, name, RESULT_FILE))
+
+
+def cmd_list(config: dict, out_dir: str) -> int:
+    for point in grid(config):
+        name, run_id = point_name(config["name"], point)
+        print(json.dumps({**point, "_name": name, "_run_id": run_id,
+                          "_finished": finished(out_dir, name)}))
+    return 0
+
+
+def cmd_local(config: dict, out_dir: str) -> int:
+    points = grid(config)
+    failed = skipped = 0
+    for i, point in enumerate(points, 1):
+        argv, name, run_id = command(config, point, out_dir)
+        if finished(out_dir, name):
+            print(f"[{i}/{len(points)}] {name}: finished before, skipped", flush=True)
+            skipped += 1
+            continue
+        print(f"[{i}/{len(points)}] {name}: {shlex.join(argv[1:])}", flush=True)
+        code = subprocess.call(argv, env={**os.environ, "WANDB_RUN_ID": run_id, "WANDB_MODE": "offline"})
+        if code != 0:
+            print(f"[{i}/{len(points)}] {name}: exited with status {code}", flush=True)
+            failed += 1
+    ran = len(points) - skipped
+    print(f"{ran} point(s) run, {skipped} skipped as finished, {failed} failed; runs in {out_dir}; "
+          f"upload with: wandb sync {out_dir}/*/wandb/offline-run-*")
+    return 1 if failed else 0
+
+
+def cmd_slurm(config: dict, out_dir: str, args) -> int:
+    groups: dict[int, list[tuple[list[str], str]]] = {}
+    for point in grid(config):
+        argv, name, run_id = command(config, point, out_dir)
+        if not finished(out_dir, name):
+            groups.setdefault(int(point.get("gpus", 1)), []).append((argv, run_id))
+    if not groups:
+        print(f"every point of {config['name']} has finished; nothing to submit")
+        return 0
+    state = os.path.join(out_dir, ".sweep")
+    os.makedirs(os.path.join(state, "logs"), exist_ok=True)
+    for gpus, tasks in sorted(groups.items()):
+        # An array's tasks share one resource request: one array per GPU count.
+        points_file = os.path.join(state, f"points-gpus{gpus}.txt")
+        with open(points_file, "w") as f:
+            for argv, run_id in tasks:
+                f.write(f"WANDB_RUN_ID={run_id} {shlex.join(argv)}\n")
+        array = f"0-{len(tasks) - 1}" + (f"%{args.max_parallel}" if args.max_parallel else "")
+        sbatch = ["sbatch", "--parsable", f"--array={array}", f"--job-name={config['name']}-g{gpus}",
+                  f"--output={state}/logs/%x-%A_%a.out", f"--chdir={ROOT}"]
+        if args.gpu_request == "gres":
+            sbatch.append(f"--gres=gpu:{gpus}")
+        if args.cpus_per_task:
+            sbatch.append(f"--cpus-per-task={args.cpus_per_task}")
+        sbatch += [a for extra in args.sbatch for a in shlex.split(extra)]
+        try:
+            out = subprocess.run([*sbatch, ARRAY_SCRIPT, points_file], capture_output=True, text=True, check=True)
+        except FileNotFoundError:
+            raise UsageError("sbatch not found: run `slurm` on a Slurm login node (or use `local`)") from None
+        except subprocess.CalledProcessError as e:
+            raise UsageError(f"sbatch refused the {gpus}-GPU array: {e.stderr.strip().splitlines()[-1]}") from None
+        job = out.stdout.strip().split(";")[0]
+        print(f"submitted job array {job}: {len(tasks)} point(s) with {gpus} GPU(s) each")
+    print(f"logs in {state}/logs; when done: wandb sync {out_dir}/*/wandb/offline-run-*")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0] + " " +
+                      __doc__.split("\n\n")[2].replace("\n", " "),
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("sweep", help="a W&B sweep YAML with method: grid (sweeps/grid.yaml, sweeps/smoke.yaml)")
+    p.add_argument("action", choices=("list", "local", "slurm"))
+    p.add_argument("--out-dir", help="where the runs go (default: runs/<sweep name>)")
+    s = p.add_argument_group("slurm")
+    s.add_argument("--gpu-request", choices=("gres", "none"), default="gres",
+                   help="gres: each task asks for --gres=gpu:N; none: no GPU request (CPU clusters, tests)")
+    s.add_argument("--cpus-per-task", type=int, help="passed to sbatch")
+    s.add_argument("--max-parallel", type=int, help="at most this many tasks of an array at once (%%N)")
+    s.add_argument("--sbatch", action="append", default=[], metavar="ARGS",
+                   help="more sbatch options, e.g. --sbatch '--partition=gpu --time=12:00:00' (repeatable)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load(args.sweep)
+        out_dir = os.path.abspath(args.out_dir or os.path.join("runs", str(config["name"])))
+        if args.action == "list":
+            return cmd_list(config, out_dir)
+        if args.action == "local":
+            return cmd_local(config, out_dir)
+        return cmd_slurm(config, out_dir, args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
