@@ -19,6 +19,6 @@ CONFIG_NESTED = {
     "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler",
                            "tf32_matmul", "tf32_cudnn", "memory_format"],
     "model": ["arch", "params", "forward_flops_per_image", "train_flops_per_image"],
-    "system": ["device", "device_name", "world_size", "torch", "cuda", "cudnn"],
+    "system": ["device", "device_name", "world_size", "torch", "cuda", "cudnn", "peak_flops_per_s", "peak_source"],
     "data": ["train_images", "test_images", "synthetic", "steps_per_epoch", "global_batch_size"],
 }

@@ -52,6 +52,7 @@ def _one_line_error(result, *words):
     (["--use_amp", "--use_half"], ["--use_half", "--use_amp"]),
     (["--depth", "18", "--use_50"], ["--use_50", "--depth"]),
     (["--device", "cuda", "--dataset", "synthetic"], ["cuda"]),
+    (["--resume", "auto", "--dataset", "synthetic"], ["--resume auto", "--name"]),
 ])
 def test_bad_flags_get_one_line_and_exit_2(args, words):
     _one_line_error(run_cli(*args), *words)

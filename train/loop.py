@@ -187,10 +187,11 @@ def fit(t: Training) -> dict:
             if t.step >= t.total_steps:
                 break
             timer.start()
+        if window_steps and log_window(epoch):
+            preempted = True
         if preempted:
+            t.train_time_s += time.perf_counter() - started  # the window's read synced the device
             break
-        if window_steps:
-            log_window(epoch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epoch_time = time.perf_counter() - started

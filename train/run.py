@@ -25,6 +25,7 @@ from train.console import Console
 from train.errors import UsageError
 from train.loop import Training, fit, save_checkpoint
 from train.models import count_params, forward_flops_per_image, resnet
+from train.peaks import peak_flops
 from train.tracking import NullTracker, Tracker, choose_mode
 
 # What a resumed run must share with its checkpoint: the experiment itself.
@@ -90,6 +91,12 @@ def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
         props = torch.cuda.get_device_properties(device)
         info.update(compute_capability=f"{props.major}.{props.minor}", device_memory_bytes=props.total_memory)
     return info
+
+
+def peak_info(device: torch.device, precision_name: str, device_name: str) -> dict:
+    """The peak FLOP/s MFU is measured against, and why; None where no peak is known (CPUs, other GPUs)."""
+    peak = peak_flops(device_name, precision_name) if device.type == "cuda" else None
+    return {"peak_flops_per_s": peak, "peak_source": "train/peaks.py (dense, no sparsity)" if peak else None}
 
 
 def default_name(cfg: RunConfig, run_id: str) -> str:
@@ -210,7 +217,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         "precision_settings": {**policy.settings(backend_flags), "memory_format": str(memory_format)},
         "model": {"arch": f"resnet{cfg.depth}", "params": params, "forward_flops_per_image": forward_flops,
                   "train_flops_per_image": 3 * forward_flops},
-        "system": system_info(device, ranks),
+        "system": (system := system_info(device, ranks)) | peak_info(device, cfg.precision, system["device_name"]),
         "data": {"train_images": len(train_split), "test_images": len(test_split) if test_split else 0,
                  "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(train_loader),
                  "global_batch_size": cfg.batch_size * ranks.world_size},

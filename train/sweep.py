@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 import yaml
 
 from train.checkpoint import RESULT_FILE
-from train.config import OneLineParser, build_parser as runner_parser
+from train.config import OneLineParser, build_parser as runner_parser, positive_int
 from train.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,16 +171,17 @@ def cmd_slurm(config: dict, out_dir: str, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0] + " " +
-                      __doc__.split("\n\n")[2].replace("\n", " "),
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      __doc__.split("\n\n")[2].replace("\n", " "))
     p.add_argument("sweep", help="a W&B sweep YAML with method: grid (sweeps/grid.yaml, sweeps/smoke.yaml)")
-    p.add_argument("action", choices=("list", "local", "slurm"))
+    p.add_argument("action", choices=("list", "local", "slurm"),
+                   help="list: print the points as JSON lines in W&B's grid order; local: run them here one after "
+                   "another; slurm: submit one job array per GPU count and print the job ids")
     p.add_argument("--out-dir", help="where the runs go (default: runs/<sweep name>)")
     s = p.add_argument_group("slurm")
     s.add_argument("--gpu-request", choices=("gres", "none"), default="gres",
-                   help="gres: each task asks for --gres=gpu:N; none: no GPU request (CPU clusters, tests)")
-    s.add_argument("--cpus-per-task", type=int, help="passed to sbatch")
-    s.add_argument("--max-parallel", type=int, help="at most this many tasks of an array at once (%%N)")
+                   help="gres (default): each task asks for --gres=gpu:N; none: no GPU request (CPU clusters)")
+    s.add_argument("--cpus-per-task", type=positive_int, help="passed to sbatch")
+    s.add_argument("--max-parallel", type=positive_int, help="at most this many tasks of an array at once (%%N)")
     s.add_argument("--sbatch", action="append", default=[], metavar="ARGS",
                    help="more sbatch options, e.g. --sbatch '--partition=gpu --time=12:00:00' (repeatable)")
     return p

@@ -1,0 +1,79 @@
+"""python -m report.benchmark [--runs 500]: time the report on N real W&B offline runs.
+
+The runs are made once with W&B itself (config, 40 logged windows and a summary shaped as the runner's, over a
+precision x depth x GPU-count grid with repeats, some failed) and kept in --dir for later timings.
+Target: 500 runs in under 30 s on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import itertools
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing import Pool
+
+PRECISIONS = ["fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16"]
+
+
+def _make(args):
+    index, root = args
+    os.environ["WANDB_DISABLE_GIT"] = "true"  # the runs' folders are not git checkouts
+    import wandb
+
+    rng = random.Random(index)
+    precision, depth, gpus = list(itertools.product(PRECISIONS, (18, 34, 50), (1, 2, 4, 8)))[index % 72]
+    ips = 20_000 / (depth / 18) * (2 if precision != "fp32" else 1) * gpus * rng.uniform(0.9, 1.1)
+    config = {"precision": precision, "depth": depth, "batch_size": 128,
+              "system": {"world_size": gpus, "device": "cuda", "device_name": "benchmark (synthetic runs)",
+                         "peak_flops_per_s": 989.4e12},
+              "model": {"train_flops_per_image": 3.333e9 * depth / 18},
+              "nvml": {"available": True, "pcie_peak_bytes_per_s": 63e9, "nvlink_peak_bytes_per_s": 450e9}}
+    run = wandb.init(mode="offline", dir=os.path.join(root, f"run{index:04d}"), project="benchmark", config=config,
+                     settings=wandb.Settings(silent=True, x_disable_stats=True))
+    run.define_metric("train/step")
+    run.define_metric("*", step_metric="train/step", summary="mean,min,max,last")
+    for step in range(1, 41):
+        run.log({"train/step": step * 50, "train/loss": 2.3 / step, "train/images_per_s": ips,
+                 "nvml/pcie_tx_bytes_per_s": rng.uniform(1e9, 2e9), "comm/busbw_bytes_per_s": 1e11 if gpus > 1 else 0})
+    run.summary.update({"train/images_per_s": ips, "train/images_per_s_per_gpu": ips / gpus, "time/train_s": 1e6 / ips,
+                        "ckpt/size_bytes": 45e6 * depth / 18, "mem/peak_allocated_bytes": 3e9,
+                        "test/best_acc": rng.uniform(0.9, 0.95), "test/last_acc": 0.9,
+                        "nvml/energy_per_image_j": 0.01, "nvml/pcie_tx_bytes_per_s_mean": 1.5e9,
+                        "nvml/pcie_rx_bytes_per_s_mean": 1e9})
+    run.finish(exit_code=1 if index % 50 == 49 else 0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m report.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=500)
+    p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "report-benchmark-runs"),
+                   help="where the generated runs are kept (made once)")
+    args = p.parse_args(argv)
+    have = len(glob.glob(os.path.join(args.dir, "run*", "wandb", "offline-run-*")))
+    if have < args.runs:
+        print(f"making {args.runs - have} W&B offline runs in {args.dir} (once)...", flush=True)
+        started = time.perf_counter()
+        with Pool(os.cpu_count() or 2) as pool:
+            pool.map(_make, [(i, args.dir) for i in range(have, args.runs)])
+        print(f"made in {time.perf_counter() - started:.0f}s", flush=True)
+    out = tempfile.mkdtemp()
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "report", args.dir, "--out", out], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    print(result.stdout.strip())
+    if result.returncode != 0:
+        print(result.stderr.strip(), file=sys.stderr)
+        return 1
+    print(f"report on {args.runs} runs: {seconds:.1f}s wall ({seconds / 30:.2f} of the 30 s target) "
+          f"on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
