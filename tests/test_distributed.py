@@ -140,3 +140,32 @@ def test_killing_a_worker_ends_the_job_non_zero_naming_the_rank_and_fails_the_wa
     assert "job failed because rank 1 was killed by SIGKILL" in stderr
     summary = json.loads(_inspect(tmp_path / "killed", "--summary"))
     assert summary["state"] == "failed"
+
+
+def test_sigusr1_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path):
+    """Slurm's warning signal reaches the launcher; its workers agree at a log window, checkpoint, exit 75;
+    the same command continues the one W&B run."""
+    cmd = [sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "12", "--batch-size", "4",
+           "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "60", "--out-dir", str(tmp_path),
+           "--name", "ddp-pre", "--resume", "auto"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "step 3/12" in line:
+            proc.send_signal(signal.SIGUSR1)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    assert "stopped by SIGUSR1" in out and "error" not in err.lower()
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in again.stdout
+    segments = sorted((tmp_path / "ddp-pre" / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2
+    steps, ids = [], set()
+    for segment in segments:
+        ids.add(json.loads(_inspect(segment, "--summary"))["run_id"])
+        for line in _inspect(segment).splitlines():
+            record = json.loads(line)
+            if record.get("type") == "history" and "train/loss" in record["history"]["item"]:
+                steps.append(record["history"]["item"]["train/step"])
+    assert len(ids) == 1 and steps == list(range(1, 13))
