@@ -7,7 +7,7 @@ import csv
 import html
 import os
 
-from report.table import COLUMNS, Row, cell, fmt
+from report.table import COLUMNS, Row, cell
 
 
 def header() -> list[str]:
@@ -106,5 +106,3 @@ def write_html(path: str, out_dir: str, *, source: str, hardware: str, rows, exc
     with open(path, "w") as f:
         f.write("\n".join(parts))
 
-
-__all__ = ["write_csv", "write_markdown", "write_html", "fmt"]

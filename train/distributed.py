@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from train.errors import UsageError
+from train.metrics import Clock
 
 
 @dataclass
@@ -249,7 +250,7 @@ class CommMeter:
     def __init__(self, device: torch.device, world_size: int, compress: str):
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-        self.cuda = device.type == "cuda"
+        self.clock = Clock(device)
         self.world_size = world_size
         self.compress = compress
         self.inner = {"none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
@@ -257,21 +258,14 @@ class CommMeter:
         self._step: list[list] = []
         self._steps: list[list[list]] = []
 
-    def _mark(self):
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
     def hook(self, state, bucket):
         buffer = bucket.buffer()
         nbytes = buffer.numel() * (2 if self.compress != "none" else buffer.element_size())
-        record = [self._mark(), None, nbytes]
+        record = [self.clock.mark(), None, nbytes]
         self._step.append(record)
 
         def done(fut):
-            record[1] = self._mark()  # on CUDA, the current stream here waits for the collective
+            record[1] = self.clock.mark()  # on CUDA, the current stream here waits for the collective
             return fut.value()
 
         return self.inner(state, bucket).then(done)
@@ -288,14 +282,11 @@ class CommMeter:
             return {}
         total_bytes, total_time = 0, 0.0
         for records in steps:
-            if self.cuda:
-                records[-1][1].synchronize()
-                ref = records[0][0]
-                spans = [(ref.elapsed_time(s) / 1e3, ref.elapsed_time(e) / 1e3) for s, e, _ in records]
-            else:
-                spans = [(s, e) for s, e, _ in records]
-            total_time += _union(spans)
+            self.clock.wait(records[-1][1])
+            ref = records[0][0]
+            total_time += _union([(self.clock.seconds(ref, s), self.clock.seconds(ref, e)) for s, e, _ in records])
             total_bytes += sum(r[2] for r in records)
+            self.clock.recycle([mark for s, e, _ in records for mark in (s, e)])
         algbw = total_bytes / total_time if total_time > 0 else 0.0
         return {"comm/allreduce_bytes": total_bytes, "comm/allreduce_time_s": total_time,
                 "comm/algbw_bytes_per_s": algbw,

@@ -119,19 +119,19 @@ def fit(t: Training) -> dict:
         times = timer.collect()  # the one sync of the window
         step_times = [s for s, _ in times]
         throughput.add(step_times)
+        timing = throughput.window(step_times)
         local = {
             "train/loss": window_loss.item() / window_steps,
-            "train/step_time_s": statistics.median(step_times),
+            "train/step_time_s": timing["train/step_time_s"],
             **memory.read_and_reset(),
             **(t.sampler.window() if t.sampler else {}),
         }
         windows = distributed.gather(t.ranks, {**local, "stop": stop_requested()})  # at log time only
-        local.pop("stop", None)
         metrics = {
             "train/step": t.step,
             "epoch": epoch,
             "train/lr": t.scheduler.get_last_lr()[0],
-            **throughput.window(step_times),
+            **timing,
             "train/data_time_s": statistics.median(d for _, d in times),
             **local,
             **(t.comm.window() if t.comm else {}),

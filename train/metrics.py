@@ -9,35 +9,53 @@ import time
 import torch
 
 
-class StepTimer:
-    """Per-step (step time, data time) without a host-device sync per step.
-
-    On CUDA each step records three events on the stream (start, batch ready, step done); `collect()`
-    waits for the last one and reads them all, once per log window. On CPU the work is synchronous, so
-    the host clock is the step time.
-    """
+class Clock:
+    """Time marks that cost no host-device sync: CUDA events recorded on the current stream (pooled) on a GPU,
+    the host clock on CPU, where work is synchronous. Read them after `wait` on the latest."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self._pending: list[tuple] = []
         self._free: list[torch.cuda.Event] = []
-        self._current: list = []
 
-    def _mark(self):
+    def mark(self):
         if not self.cuda:
             return time.perf_counter()
-        event = self._free.pop() if self._free else torch.cuda.Event(enable_timing=True)
+        try:  # the comm hook marks from autograd's and the collective's threads: pop, not check-then-pop
+            event = self._free.pop()
+        except IndexError:
+            event = torch.cuda.Event(enable_timing=True)
         event.record()
         return event
 
+    def wait(self, mark) -> None:
+        if self.cuda:
+            mark.synchronize()
+
+    def seconds(self, start, end) -> float:
+        return start.elapsed_time(end) / 1e3 if self.cuda else end - start
+
+    def recycle(self, marks) -> None:
+        if self.cuda:
+            self._free.extend(marks)
+
+
+class StepTimer:
+    """Per-step (step time, data time) without a host-device sync per step: three marks a step (start, batch
+    ready, step done), read all at once by `collect()`, once per log window."""
+
+    def __init__(self, device: torch.device):
+        self.clock = Clock(device)
+        self._pending: list[tuple] = []
+        self._current: list = []
+
     def start(self) -> None:
-        self._current = [self._mark()]
+        self._current = [self.clock.mark()]
 
     def data_ready(self) -> None:
-        self._current.append(self._mark())
+        self._current.append(self.clock.mark())
 
     def end(self) -> None:
-        self._current.append(self._mark())
+        self._current.append(self.clock.mark())
         self._pending.append(tuple(self._current))
 
     def collect(self) -> list[tuple[float, float]]:
@@ -45,12 +63,10 @@ class StepTimer:
         pending, self._pending = self._pending, []
         if not pending:
             return []
-        if not self.cuda:
-            return [(end - start, ready - start) for start, ready, end in pending]
-        pending[-1][2].synchronize()
-        out = [(start.elapsed_time(end) / 1e3, start.elapsed_time(ready) / 1e3) for start, ready, end in pending]
+        self.clock.wait(pending[-1][2])
+        out = [(self.clock.seconds(start, end), self.clock.seconds(start, ready)) for start, ready, end in pending]
         for marks in pending:
-            self._free.extend(marks)
+            self.clock.recycle(marks)
         return out
 
 
