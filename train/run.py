@@ -58,7 +58,8 @@ class StopRequest:
         self.signal: int | None = None
 
     def __call__(self, signum, frame):
-        self.signal = signum
+        if self.signal is None:  # the first signal is the reason; the elastic agent may SIGTERM a rank still saving
+            self.signal = signum
 
     @property
     def requested(self) -> bool:
