@@ -3,7 +3,6 @@ cells for what CPU runs cannot measure, and report.html rendered by a real headl
 
 import csv
 import json
-import os
 import re
 import shutil
 import signal
