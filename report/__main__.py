@@ -13,7 +13,8 @@ from collections import Counter
 
 from report import plots
 from report.collect import SourceError, collect
-from report.table import build, observations, original_table
+from report.provenance import provenance
+from report.table import build, default_where, distinguishing, known_keys, label, observations, original_table, placement
 from report.write import write_csv, write_html, write_markdown
 
 
@@ -30,43 +31,55 @@ def parse(argv):
     p.add_argument("--group", help="W&B group to read (API source)")
     p.add_argument("--sweep", help="W&B sweep id to read (API source)")
     p.add_argument("--depth", type=int, help="depth of the study's table (default: the most common)")
-    p.add_argument("--gpus", type=int, help="GPU count of the study's table (default: the smallest)")
+    p.add_argument("--gpus", type=int, help="GPU count of the study's table (default: the smallest; CPU runs when "
+                                            "there are no GPU runs)")
+    p.add_argument("--group-by", nargs="+", metavar="KEY",
+                   help="rows keyed by just these settings (e.g. precision depth world_size), pooling runs that "
+                        "differ in others; default: one row per experiment (every setting but the seed)")
     p.add_argument("--publish", action="store_true",
                    help="also create a W&B Report over these runs (needs W&B online and wandb-workspaces)")
     return p.parse_args(argv)
 
 
-def hardware(runs) -> str:
-    names = Counter(f"{r.config.get('system', {}).get('device_name', '?')} ({r.config.get('system', {}).get('device', '?')})"
-                    for r in runs)
-    return ", ".join(f"{n} run(s) on {name}" for name, n in names.most_common()) or "unknown"
-
-
 def main(argv=None) -> int:
     args = parse(argv)
     started = time.perf_counter()
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: --out {args.out} is a file; give a folder for the report", file=sys.stderr)
+        return 2
     try:
-        runs = collect(args.source, args.group, args.sweep)
+        runs, unreadable = collect(args.source, args.group, args.sweep)
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows, excluded = build(runs)
-    print(f"{len(runs)} run(s) read in {time.perf_counter() - started:.1f}s: {len(rows)} point(s), "
-          f"{len(excluded)} not included", flush=True)
+    for u in unreadable:  # one line each; the report goes on with the runs that could be read
+        print(f"warning: not read: {u.path}: {u.reason}", file=sys.stderr)
+    if args.group_by:
+        known = set().union(*(known_keys(r.config) for r in runs)) if runs else set()
+        unknown = [k for k in args.group_by if k not in known]
+        if unknown:
+            print(f"error: --group-by {' '.join(unknown)}: no run has that setting (settings: "
+                  f"{', '.join(sorted(known))})", file=sys.stderr)
+            return 2
+    rows, excluded = build(runs, args.group_by)
+    print(f"{len(runs)} run(s) read in {time.perf_counter() - started:.1f}s: {len(rows)} row(s), "
+          f"{len(excluded)} not included" + (f", {len(unreadable)} unreadable" if unreadable else ""), flush=True)
     depth = args.depth or (Counter(r.depth for r in rows).most_common(1)[0][0] if rows else 18)
-    gpus = args.gpus or (min((r.gpus for r in rows if r.depth == depth), default=1))
+    where = default_where(rows, depth, args.gpus)
     os.makedirs(args.out, exist_ok=True)
     made = [
-        plots.throughput(rows, gpus, args.out),
+        plots.throughput(rows, where, args.out),
         plots.scaling(rows, depth, args.out),
-        plots.memory_and_size(rows, depth, gpus, args.out),
+        plots.memory_and_size(rows, depth, where, args.out),
+        plots.lost_updates(rows, depth, where, args.out),
         plots.accuracy_vs_time(rows, args.out),
-        plots.bandwidth_over_steps(_one_run_per_precision(runs, rows, depth, gpus), args.out),
+        plots.bandwidth_over_steps(_one_run_per_row(runs, rows, depth, where), args.out),
     ]
     made = [m for m in made if m]
-    context = dict(source=args.source, hardware=hardware(runs), rows=rows, excluded=excluded,
-                   original=original_table(rows, depth, gpus), depth=depth, gpus=gpus,
-                   observations=observations(rows, depth, gpus), plots=made)
+    context = dict(source=args.source, provenance=provenance(runs), rows=rows, excluded=excluded,
+                   unreadable=unreadable, original=original_table(rows, depth, where),
+                   title=f"ResNet-{depth}, {placement(*where)}", observations=observations(rows, depth, where),
+                   plots=made)
     write_csv(rows, os.path.join(args.out, "results.csv"))
     write_markdown(os.path.join(args.out, "results.md"), **context)
     write_html(os.path.join(args.out, "report.html"), args.out, **context)
@@ -77,9 +90,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _one_run_per_precision(runs, rows, depth, gpus) -> dict:
-    wanted = {run_id for r in rows if r.depth == depth and r.gpus == gpus for run_id, _ in r.runs[:1]}
-    return {r.config.get("precision"): r for r in runs if r.id in wanted}
+def _one_run_per_row(runs, rows, depth, where) -> dict:
+    """{row label: (precision, its first run)} for the study's rows: the bandwidth plot draws one run each."""
+    at = [r for r in rows if r.depth == depth and (r.device, r.gpus) == where]
+    keys, by_id = distinguishing(at), {r.id: r for r in runs}
+    return {label(r, keys): (r.precision, by_id[r.runs[0][0]]) for r in at if r.runs[0][0] in by_id}
 
 
 def _publish(args) -> int:

@@ -2,6 +2,9 @@
 
 A run stopped and continued (preemption, --resume) is several offline folders with one run id: they are
 one run here, its state the last folder's and its history all folders' in order.
+
+One unreadable folder (a corrupt or empty .wandb file) does not stop the others: it is returned as an
+Unreadable (path, one-line reason) for the report to list.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ class Run:
         return [row for row in rows if any(k in row and row[k] is not None for k in keys)]
 
 
+@dataclass
+class Unreadable:
+    path: str  # the .wandb file, or the folder when it has none
+    reason: str  # one line
+
+
 def _core() -> str:
     """W&B's own reader: the wandb-core binary that `wandb leet inspect` runs (called directly, it starts in
     milliseconds rather than the Python CLI's half second, which matters for hundreds of runs)."""
@@ -54,7 +63,8 @@ def _inspect(segment: str, *flags: str) -> str:
                           "--run-file", run_file[0], os.path.dirname(segment)],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
-        raise SourceError(f"W&B's reader could not read {segment}: {out.stderr.strip().splitlines()[-1:]}")
+        last = out.stderr.strip().splitlines()[-1:] or [f"exit status {out.returncode}"]
+        raise SourceError(f"W&B's reader could not read it: {last[0].removeprefix('Error: ')}")
     return out.stdout
 
 
@@ -64,20 +74,36 @@ def _records(segment: str):
             yield json.loads(line)
 
 
-def _summary(segment: str) -> dict:
-    return json.loads(_inspect(segment, "--summary"))
+def _summary(segment: str) -> dict | Unreadable:
+    """The reader's summary of one folder, or why it cannot be read."""
+    files = glob.glob(os.path.join(segment, "*.wandb"))
+    where = files[0] if files else segment
+    try:
+        s = json.loads(_inspect(segment, "--summary"))
+    except SourceError as e:
+        return Unreadable(where, str(e))
+    except (json.JSONDecodeError, subprocess.TimeoutExpired, OSError) as e:
+        return Unreadable(where, f"W&B's reader failed on it: {type(e).__name__}")
+    if not s.get("run_id"):  # an empty file reads as a run with no records
+        return Unreadable(where, "no run record in it (empty or cut off before the run started)")
+    return s
 
 
-def from_folder(path: str, workers: int = 8) -> list[Run]:
+def from_folder(path: str, workers: int = 8) -> tuple[list[Run], list[Unreadable]]:
     segments = sorted(glob.glob(os.path.join(path, "**", "offline-run-*"), recursive=True))
     segments = [s for s in segments if os.path.isdir(s)]
     if not segments:
         raise SourceError(f"no W&B offline runs (wandb/offline-run-*) under {path}")
     with ThreadPoolExecutor(workers) as pool:  # each read is a subprocess: threads overlap them
         summaries = list(pool.map(_summary, segments))
+    unreadable = [s for s in summaries if isinstance(s, Unreadable)]
+    if len(unreadable) == len(segments):
+        raise SourceError(f"none of the {len(segments)} W&B offline run(s) under {path} could be read "
+                          f"({unreadable[0].path}: {unreadable[0].reason})")
     runs: dict[str, Run] = {}
+    read = [(seg, s) for seg, s in zip(segments, summaries) if not isinstance(s, Unreadable)]
     # Folder names start with the start time, so sorted order is the order of a run's segments.
-    for segment, s in sorted(zip(segments, summaries), key=lambda p: os.path.basename(p[0])):
+    for segment, s in sorted(read, key=lambda p: os.path.basename(p[0])):
         run = runs.get(s["run_id"])
         if run is None:
             runs[s["run_id"]] = Run(id=s["run_id"], name=s.get("name") or s["run_id"], state=s.get("state", "unknown"),
@@ -87,7 +113,7 @@ def from_folder(path: str, workers: int = 8) -> list[Run]:
             run.state = s.get("state", run.state)
             run.config = s.get("config") or run.config
             run.summary = {**run.summary, **(s.get("summary") or {})}
-    return list(runs.values())
+    return list(runs.values()), unreadable
 
 
 def from_wandb(path: str, group: str | None = None, sweep: str | None = None) -> list[Run]:
@@ -114,9 +140,22 @@ def from_wandb(path: str, group: str | None = None, sweep: str | None = None) ->
                 summary=dict(r.summary_metrics), api_run=r) for r in runs]
 
 
-def collect(source: str, group: str | None = None, sweep: str | None = None) -> list[Run]:
-    if os.path.isdir(source):
-        return from_folder(source)
-    if os.path.exists(source):
+def looks_local(source: str) -> bool:
+    """Whether SOURCE names a local path rather than ENTITY/PROJECT: a typo in a folder name must not go to
+    W&B's API (which would answer with a confusing network or permission error)."""
+    if source.startswith(("./", "../", "/", "~")) or source in (".", ".."):
+        return True
+    first = source.replace(os.sep, "/").split("/")[0]
+    return "/" in source.replace(os.sep, "/") and os.path.exists(first)
+
+
+def collect(source: str, group: str | None = None, sweep: str | None = None) -> tuple[list[Run], list[Unreadable]]:
+    """(runs, folders that could not be read); raises SourceError when there is nothing to report."""
+    path = os.path.expanduser(source)
+    if os.path.isdir(path):
+        return from_folder(path)
+    if os.path.exists(path):
         raise SourceError(f"{source} is a file; give the folder that holds the runs")
-    return from_wandb(source, group, sweep)
+    if looks_local(source):
+        raise SourceError(f"folder {source} does not exist")
+    return from_wandb(source, group, sweep), []

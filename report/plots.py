@@ -1,5 +1,6 @@
-"""The report's PNG plots (matplotlib, headless). Each returns its file name, or None when the runs hold no
-data for it (CPU runs have no NVML figures, one GPU count has no scaling)."""
+"""The report's PNG plots (matplotlib, headless), sized and labelled for a paper. Each returns its file name,
+or None when the runs hold no data for it (CPU runs have no NVML figures, one GPU count has no scaling), so
+no empty axes are ever written."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from report.table import PRECISION_ORDER, Row  # noqa: E402
+from report.table import (FOLLOW_WORLD_SIZE, PRECISION_ORDER, SHORT_MARK, Row, distinguishing, fmt, label,  # noqa: E402
+                          placement, study)
 
 COLOURS = dict(zip(PRECISION_ORDER, ["#4c72b0", "#8172b3", "#dd8452", "#c44e52", "#55a868", "#937860"]))
 
 
 def _save(fig, out_dir: str, name: str) -> str:
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, name), dpi=110)
+    fig.savefig(os.path.join(out_dir, name), dpi=130)
     plt.close(fig)
     return name
 
@@ -27,60 +30,116 @@ def _precisions(rows):
     return [p for p in PRECISION_ORDER if p in present] + sorted(present - set(PRECISION_ORDER))
 
 
-def throughput(rows: list[Row], gpus: int, out_dir: str) -> str | None:
-    rows = [r for r in rows if r.gpus == gpus and r.values.get("images_per_s")]
+def _legend(ax, rows, **kw):
+    handles = [Patch(color=COLOURS.get(p, "grey"), label=p) for p in _precisions(rows)]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, **kw)
+
+
+def _hbars(ax, rows: list[Row], column: str, names: list[str], unit: str = ""):
+    """One horizontal bar per row: its median, labelled with its value, min–max over repeats as error bars."""
+    ys = range(len(rows))
+    values = [r.values[column] for r in rows]
+    lo = [v - r.spread.get(column, (v, v))[0] for r, v in zip(rows, values)]
+    hi = [r.spread.get(column, (v, v))[1] - v for r, v in zip(rows, values)]
+    bars = ax.barh(ys, values, color=[COLOURS.get(r.precision, "grey") for r in rows])
+    spread = [i for i in ys if lo[i] or hi[i]]  # a single run has no spread: no zero-width whisker
+    if spread:
+        ax.errorbar([values[i] for i in spread], spread, xerr=[[lo[i] for i in spread], [hi[i] for i in spread]],
+                    fmt="none", capsize=3, elinewidth=1, ecolor="#333")
+    for bar, r in zip(bars, rows):
+        if r.short:
+            bar.set_hatch("//")
+    for y, r, v, up in zip(ys, rows, values, hi):  # past the error bar, so the two never overlap
+        ax.annotate(fmt(column, v) + unit + (f" {SHORT_MARK}" if column in r.flagged else ""), (v + up, y),
+                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(list(ys), names, fontsize=8)
+    ax.invert_yaxis()  # first row on top, as in the table
+    ax.margins(x=0.18)  # room for the value labels
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _height(n: int) -> float:
+    return max(2.6, 0.32 * n + 1.4)
+
+
+def throughput(rows: list[Row], where: tuple[str, int], out_dir: str) -> str | None:
+    rows = [r for r in rows if (r.device, r.gpus) == where and r.values.get("images_per_s")]
     if not rows:
         return None
-    depths = sorted({r.depth for r in rows})
-    precisions = _precisions(rows)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(precisions)
-    for i, p in enumerate(precisions):
-        xs, ys = [], []
-        for j, d in enumerate(depths):
-            r = next((r for r in rows if r.depth == d and r.precision == p), None)
-            if r:
-                xs.append(j + (i - (len(precisions) - 1) / 2) * width)
-                ys.append(r.values["images_per_s"])
-        ax.bar(xs, ys, width, label=p, color=COLOURS.get(p))
-    ax.set_xticks(range(len(depths)), [f"ResNet-{d}" for d in depths])
-    ax.set_ylabel("images/s (median)")
-    ax.set_title(f"Training throughput by precision and depth, {gpus} GPU(s)")
-    ax.legend(fontsize=8)
+    keys = distinguishing(rows)
+    fig, ax = plt.subplots(figsize=(8, _height(len(rows))))
+    _hbars(ax, rows, "images_per_s", [f"ResNet-{r.depth} {label(r, keys)}" for r in rows])
+    ax.set_xlabel("images/s (median over repeats; bars: min–max)")
+    ax.set_title(f"Training throughput, {placement(*where)}")
+    _legend(ax, rows)
+    if any(r.short for r in rows):
+        fig.text(0.99, 0.01, f"{SHORT_MARK} hatched: too short to measure", ha="right", va="bottom", fontsize=7)
     return _save(fig, out_dir, "throughput.png")
 
 
-def scaling(rows: list[Row], depth: int, out_dir: str) -> str | None:
-    rows = [r for r in rows if r.depth == depth and r.values.get("images_per_s")]
-    if len({r.gpus for r in rows}) < 2:
+def scaling(rows: list[Row], depth, out_dir: str) -> str | None:
+    """Whole-job images/s against GPU count, per family of rows identical but for the GPU count."""
+    rows = [r for r in rows if r.depth == depth and r.device != "cpu" and r.gpus and r.values.get("images_per_s")]
+    families: dict[tuple, list[Row]] = {}
+    for r in rows:
+        families.setdefault(tuple((n, v) for n, v in r.key if n not in ("world_size", *FOLLOW_WORLD_SIZE)), []).append(r)
+    families = {k: sorted(f, key=lambda r: r.gpus) for k, f in families.items() if len({r.gpus for r in f}) > 1}
+    if not families:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for p in _precisions(rows):
-        line = sorted((r.gpus, r.values["images_per_s"]) for r in rows if r.precision == p)
-        ax.plot([g for g, _ in line], [v for _, v in line], marker="o", label=p, color=COLOURS.get(p))
+    keys = distinguishing([f[0] for f in families.values()])
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    counts = sorted({r.gpus for f in families.values() for r in f})
+    for family in families.values():
+        colour = COLOURS.get(family[0].precision, "grey")
+        xs, ys = [r.gpus for r in family], [r.values["images_per_s"] for r in family]
+        err = [[y - r.spread["images_per_s"][0] for r, y in zip(family, ys)],
+               [r.spread["images_per_s"][1] - y for r, y in zip(family, ys)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=colour, label=label(family[0], keys))
+        for r in family:
+            if r.short or "scaling_efficiency" in r.flagged:
+                ax.annotate(SHORT_MARK, (r.gpus, r.values["images_per_s"]), textcoords="offset points",
+                            xytext=(5, 5), fontsize=9)
+        one = next((r for r in family if r.gpus == 1), None)
+        if one:  # ideal: N times the 1-GPU throughput
+            ax.plot(counts, [one.values["images_per_s"] * n for n in counts], linestyle="--", color=colour,
+                    alpha=0.45, linewidth=1)
+    ax.plot([], [], linestyle="--", color="grey", label="ideal (N × 1 GPU)")
+    ax.set_xticks(counts, [str(c) for c in counts])
     ax.set_xlabel("GPUs")
     ax.set_ylabel("images/s, whole job (median)")
     ax.set_title(f"Scaling with GPU count, ResNet-{depth}")
     ax.legend(fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out_dir, "scaling.png")
 
 
-def memory_and_size(rows: list[Row], depth: int, gpus: int, out_dir: str) -> str | None:
-    rows = [r for r in rows if r.depth == depth and r.gpus == gpus]
+def memory_and_size(rows: list[Row], depth, where: tuple[str, int], out_dir: str) -> str | None:
+    rows = study(rows, depth, where)
+    panels = [(c, t) for c, t in (("peak_mem_gib", "peak memory, allocator (GiB)"), ("ckpt_mib", "checkpoint (MiB)"))
+              if any(r.values.get(c) is not None for r in rows)]
+    if not panels:
+        return None
+    keys = distinguishing(rows)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), _height(len(rows))), squeeze=False)
+    for ax, (column, title) in zip(axes[0], panels):
+        have = [r for r in rows if r.values.get(column) is not None]
+        _hbars(ax, have, column, [label(r, keys) for r in have])
+        ax.set_xlabel(title)
+    fig.suptitle(f"Memory and model size by precision, ResNet-{depth}, {placement(*where)}")
+    return _save(fig, out_dir, "memory_size.png")
+
+
+def lost_updates(rows: list[Row], depth, where: tuple[str, int], out_dir: str) -> str | None:
+    """Share of weight elements whose update rounded away (non-zero gradient, weight unchanged), run mean."""
+    rows = [r for r in study(rows, depth, where) if r.values.get("lost_update_pct") is not None]
     if not rows:
         return None
-    precisions = _precisions(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, column, label in ((axes[0], "peak_mem_gib", "peak memory (GiB)"),
-                              (axes[1], "ckpt_mib", "checkpoint (MiB)")):
-        values = [next((r.values.get(column) for r in rows if r.precision == p), None) for p in precisions]
-        ax.bar(precisions, [v or 0 for v in values], color=[COLOURS.get(p) for p in precisions])
-        for x, v in enumerate(values):
-            ax.text(x, v or 0, "n/a" if v is None else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
-        ax.set_ylabel(label)
-        ax.tick_params(axis="x", labelrotation=30)
-    fig.suptitle(f"Memory and model size by precision, ResNet-{depth}, {gpus} GPU(s)")
-    return _save(fig, out_dir, "memory_size.png")
+    keys = distinguishing(rows)
+    fig, ax = plt.subplots(figsize=(8, _height(len(rows))))
+    _hbars(ax, rows, "lost_update_pct", [label(r, keys) for r in rows], unit="%")
+    ax.set_xlabel("weight updates rounded away, % of elements per step (mean over the run)")
+    ax.set_title(f"Lost updates by precision, ResNet-{depth}, {placement(*where)}")
+    return _save(fig, out_dir, "lost_updates.png")
 
 
 def accuracy_vs_time(rows: list[Row], out_dir: str) -> str | None:
@@ -97,6 +156,7 @@ def accuracy_vs_time(rows: list[Row], out_dir: str) -> str | None:
     ax.set_ylabel("best test accuracy (%)")
     ax.set_title("Accuracy against training time, every run")
     ax.legend(fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out_dir, "accuracy_time.png")
 
 
@@ -104,25 +164,28 @@ BANDWIDTH_KEYS = ["nvml/pcie_tx_bytes_per_s", "nvml/pcie_rx_bytes_per_s", "nvml/
                   "nvml/nvlink_rx_bytes_per_s", "comm/busbw_bytes_per_s"]
 
 
-def bandwidth_over_steps(runs_by_precision: dict, out_dir: str) -> str | None:
-    """One run per precision: its link traffic per logged window, on the train/step axis."""
+def bandwidth_over_steps(runs_by_label: dict, out_dir: str) -> str | None:
+    """One run per row ({label: (precision, run)}): its link traffic per logged window, on the train/step axis.
+    A series that is all zero is a figure not measured (busbw of one process), so it is not drawn."""
     series = {}
-    for precision, run in runs_by_precision.items():
+    for name, (precision, run) in runs_by_label.items():
         rows = run.history(BANDWIDTH_KEYS)
         for key in BANDWIDTH_KEYS:
-            points = [(row["train/step"], row[key]) for row in rows if row.get(key) is not None]
-            if points:
-                series[(precision, key)] = points
+            points = [(row["train/step"], row[key]) for row in rows
+                      if isinstance(row.get(key), (int, float)) and "train/step" in row]
+            if any(v for _, v in points):
+                series[(name, precision, key)] = points
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     styles = {"pcie_tx": "-", "pcie_rx": "--", "nvlink_tx": "-.", "nvlink_rx": ":", "busbw": (0, (1, 3))}
-    for (precision, key), points in series.items():
+    for (name, precision, key), points in series.items():
         short = key.split("/")[1].removesuffix("_bytes_per_s")
-        ax.plot([s for s, _ in points], [v / 1e9 for _, v in points], label=f"{precision} {short}",
+        ax.plot([s for s, _ in points], [v / 1e9 for _, v in points], label=f"{name} {short}",
                 color=COLOURS.get(precision), linestyle=styles.get(short, "-"))
     ax.set_xlabel("train/step")
     ax.set_ylabel("GB/s")
     ax.set_title("Bandwidth over training steps")
     ax.legend(fontsize=7, ncol=2)
+    ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out_dir, "bandwidth.png")

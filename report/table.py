@@ -1,4 +1,8 @@
-"""Runs -> one row per (precision, depth, GPUs): medians and spread over repeats, ratios between rows.
+"""Runs -> one row per experiment: medians and spread over repeats (seeds), ratios between comparable rows.
+
+A row is one experiment: every setting in the run's config `experiment` except the seed, plus the GPU model
+(`system.device_name`) and the planned steps (`total_steps`), so runs that differ in anything but the seed are
+never averaged together or compared as if they were alike. `--group-by` replaces that key by the keys named.
 
 Everything comes from the metric contract (README): summary keys, and facts the runs put in their config
 (FLOPs per image, the GPU's peak, link peaks). A missing figure is None (an empty cell), never zero.
@@ -6,11 +10,27 @@ Everything comes from the metric contract (README): summary keys, and facts the 
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
 
 PRECISION_ORDER = ["fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16"]
+
+# A run's images/s is the median over its timed steps (after warm-up); below this many the median is mostly
+# noise (start-up, first-iteration allocations, clock ramp-up), so its throughput and every ratio built on it
+# are flagged and kept out of the Observations.
+SHORT_RUN_STEPS = 50
+SHORT_MARK = "†"
+
+# Runs older than the `experiment` config are keyed by what they did record.
+LEGACY_KEYS = ("precision", "depth", "world_size", "batch_size", "device_name", "total_steps")
+# Shown in their own columns (Precision, Depth, GPUs), so never repeated as "differing settings".
+SHOWN = ("precision", "depth", "world_size", "device")
+# With more GPUs the runner plans fewer steps and may scale the LR: a scaling comparison must not require
+# these to match the 1-GPU run's.
+FOLLOW_WORLD_SIZE = ("total_steps", "effective_lr")
+MIXED = "(varies)"  # a setting that differs between the runs of a --group-by row
 
 # column -> (title, unit) for results.md/.csv, in order
 COLUMNS = {
@@ -21,6 +41,7 @@ COLUMNS = {
     "speedup_vs_fp32": ("Speed-up vs fp32", "x"),
     "ckpt_mib": ("Checkpoint", "MiB"),
     "peak_mem_gib": ("Peak memory", "GiB"),
+    "lost_update_pct": ("Lost updates", "%"),
     "pcie_bytes_per_s": ("PCIe TX+RX", "GB/s"),
     "pcie_share": ("PCIe % of peak", "%"),
     "nvlink_bytes_per_s": ("NVLink TX+RX", "GB/s"),
@@ -32,6 +53,8 @@ COLUMNS = {
     "energy_per_image_j": ("Energy/image", "J"),
     "mfu": ("MFU", "%"),
 }
+# figures that come from step timing: unreliable in a run too short to measure
+TIMED_COLUMNS = ("images_per_s", "images_per_s_per_gpu", "speedup_vs_fp32", "scaling_efficiency", "mfu")
 
 
 def _get(d: dict, *path, agg: str | None = None):
@@ -50,6 +73,20 @@ def _sum(*values):
     return None if any(v is None for v in values) else sum(values)
 
 
+def _system(config: dict) -> dict:
+    s = config.get("system")
+    return s if isinstance(s, dict) else {}
+
+
+def world_size(config: dict) -> int:
+    ws = _get(config, "experiment", "world_size") or _get(config, "system", "world_size") or 1
+    return int(ws)
+
+
+def device(config: dict) -> str:
+    return str(_system(config).get("device") or (config.get("experiment") or {}).get("device") or "?")
+
+
 def run_metrics(config: dict, summary: dict) -> dict:
     """The per-run figures of a row, before aggregation and ratios."""
     s = lambda *k, agg=None: _get(summary, *k, agg=agg)  # noqa: E731
@@ -59,7 +96,11 @@ def run_metrics(config: dict, summary: dict) -> dict:
     nvlink = _sum(s("nvml/nvlink_tx_bytes_per_s_mean"), s("nvml/nvlink_rx_bytes_per_s_mean"))
     pcie_peak, nvlink_peak = c("nvml", "pcie_peak_bytes_per_s"), c("nvml", "nvlink_peak_bytes_per_s")
     flops, peak = c("model", "train_flops_per_image"), c("system", "peak_flops_per_s")
-    ckpt, mem = s("ckpt/size_bytes"), s("mem/peak_allocated_bytes")
+    ckpt = s("ckpt/size_bytes")
+    # Allocator peak only: older CPU runs wrote the process's RSS under this key, which is not the precision's
+    # memory footprint (it includes the interpreter, libraries and the dataset).
+    mem = s("mem/peak_allocated_bytes") if device(config) != "cpu" else None
+    lost = s("precision/lost_update_frac", agg="mean")
     return {
         "train_time_s": s("time/train_s"),
         "epoch_time_s": s("epoch/time_s", agg="mean"),
@@ -67,12 +108,14 @@ def run_metrics(config: dict, summary: dict) -> dict:
         "images_per_s_per_gpu": ips_gpu,
         "ckpt_mib": ckpt / 2**20 if ckpt is not None else None,
         "peak_mem_gib": mem / 2**30 if mem is not None else None,
+        "lost_update_pct": 100 * lost if lost is not None else None,
         # TX+RX against both directions' peak
         "pcie_bytes_per_s": pcie,
         "pcie_share": 100 * pcie / (2 * pcie_peak) if pcie is not None and pcie_peak else None,
         "nvlink_bytes_per_s": nvlink,
         "nvlink_share": 100 * nvlink / (2 * nvlink_peak) if nvlink is not None and nvlink_peak else None,
-        "busbw_bytes_per_s": s("comm/busbw_bytes_per_s", agg="mean"),
+        # one process all-reduces nothing: the runner logs 0, which is "not measured", not a bandwidth
+        "busbw_bytes_per_s": s("comm/busbw_bytes_per_s", agg="mean") if world_size(config) > 1 else None,
         "best_test_acc": 100 * s("test/best_acc") if s("test/best_acc") is not None else None,
         "last_test_acc": 100 * s("test/last_acc") if s("test/last_acc") is not None else None,
         "energy_per_image_j": s("nvml/energy_per_image_j"),
@@ -80,31 +123,113 @@ def run_metrics(config: dict, summary: dict) -> dict:
     }
 
 
+def timed_steps(config: dict, summary: dict) -> int | None:
+    """Steps in the run's images/s median; older runs: steps done less the warm-up. None: unknown."""
+    timed = _get(summary, "train/timed_steps")
+    if timed is None:
+        steps, warmup = _get(summary, "train/steps"), _get(config, "warmup_steps")
+        timed = max(0.0, steps - warmup) if steps is not None and warmup is not None else None
+    return None if timed is None else int(timed)
+
+
+def _value(v):
+    """A setting as a hashable, comparable value (dicts and lists as their JSON)."""
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+
+
+def settings(config: dict) -> dict:
+    """Every setting that changes the result, the seed excepted: the row key by default."""
+    experiment = config.get("experiment")
+    if isinstance(experiment, dict):
+        out = {k: _value(v) for k, v in experiment.items() if k != "seed"}
+        out["device_name"] = _system(config).get("device_name")
+        out["total_steps"] = config.get("total_steps")
+        return out
+    return {k: lookup(config, k) for k in LEGACY_KEYS}
+
+
+def lookup(config: dict, key: str):
+    """A --group-by key: from `experiment`, else the config's top level, else `system`."""
+    if key == "gpus":
+        key = "world_size"
+    if key == "world_size":
+        return world_size(config)
+    for where in (config.get("experiment"), config, _system(config)):
+        if isinstance(where, dict) and key in where and not isinstance(where[key], dict):
+            return _value(where[key])
+    return None
+
+
+def known_keys(config: dict) -> set:
+    keys = {"gpus", "world_size"}
+    for where in (config.get("experiment"), config, _system(config)):
+        if isinstance(where, dict):
+            keys |= {k for k, v in where.items() if not isinstance(v, dict)}
+    return keys
+
+
 @dataclass
 class Row:
-    precision: str
-    depth: int
-    gpus: int
+    key: tuple  # sorted (setting, value) pairs: what makes runs one row
+    facts: dict = field(default_factory=dict)  # every setting the row's runs share; MIXED where they differ
     runs: list = field(default_factory=list)  # (run id, metrics)
     devices: set = field(default_factory=set)  # "cuda", "cpu"
+    timed: list = field(default_factory=list)  # each run's timed steps (None: unknown)
     values: dict = field(default_factory=dict)  # column -> median
     spread: dict = field(default_factory=dict)  # column -> (min, max) over repeats
+    flagged: set = field(default_factory=set)  # columns computed from a run too short to measure
+    base: Row | None = None  # the fp32 row it is compared with
+    one: Row | None = None  # the 1-GPU row its scaling is measured against
 
     @property
-    def key(self):
-        return (self.precision, self.depth, self.gpus)
+    def precision(self) -> str:
+        return str(self.facts.get("precision", MIXED))
+
+    @property
+    def depth(self):
+        return self.facts.get("depth", MIXED)
+
+    @property
+    def gpus(self) -> int:
+        ws = self.facts.get("world_size")
+        return ws if isinstance(ws, int) else 0
+
+    @property
+    def device(self) -> str:
+        return next(iter(self.devices)) if len(self.devices) == 1 else MIXED
+
+    @property
+    def where(self) -> str:
+        return placement(self.device, self.gpus)
+
+    @property
+    def short(self) -> bool:
+        return any(t is not None and t < SHORT_RUN_STEPS for t in self.timed)
 
 
-def point(config: dict) -> tuple[str, int, int] | None:
+def placement(device: str, gpus: int) -> str:
+    """'CPU', '1 GPU', '4 GPUs': where a row ran, in words."""
+    if device == "cpu":
+        return "CPU" if gpus <= 1 else f"CPU ×{gpus}"
+    if device == MIXED:  # a --group-by row pooling CPU and GPU runs
+        return f"CPU and GPU, {gpus} process(es)" if gpus else "CPU and GPU " + MIXED
+    if not gpus:
+        return "GPUs " + MIXED
+    return f"{gpus} GPU" + ("s" if gpus != 1 else "")
+
+
+def point(config: dict) -> str | None:
     precision, depth = config.get("precision"), config.get("depth")
-    gpus = _get(config, "system", "world_size") or 1
     if precision is None or depth is None:
         return None
-    return str(precision), int(depth), int(gpus)
+    return f"{precision}, ResNet-{depth}, {placement(device(config), world_size(config))}"
 
 
 def exclusion(run) -> str | None:
     """Why a run is listed but not averaged in, or None."""
+    diverged = _get(run.summary, "train/diverged_at_step")
+    if diverged is not None:  # the runner stopped it on a non-finite loss: its state is "failed", but why matters
+        return f"diverged at step {int(diverged)}"
     if run.state != "finished":
         return run.state
     loss = run.summary.get("train/loss")
@@ -113,13 +238,31 @@ def exclusion(run) -> str | None:
         return "diverged (loss not finite)"
     if isinstance(last, str) and last.lower() in ("nan", "inf", "-inf", "infinity"):
         return "diverged (loss not finite)"
-    if point(run.config) is None:
+    if run.config.get("precision") is None or run.config.get("depth") is None:
         return "not a run of this suite (no precision/depth in its config)"
     return None
 
 
-def build(runs) -> tuple[list[Row], list[tuple]]:
-    """(rows sorted by depth, GPUs, precision; excluded runs as (name, id, state, point))."""
+def _index(rows, ignore=()) -> dict:
+    """Rows by their key without `ignore`; a key that two rows share is ambiguous and maps to None."""
+    out = {}
+    for row in rows:
+        k = tuple((n, v) for n, v in row.key if n not in ignore)
+        out[k] = None if k in out else row
+    return out
+
+
+def _partner(row: Row, index: dict, ignore=(), **change):
+    names = {n for n, _ in row.key}
+    if not set(change) <= names:  # --group-by without that setting: rows are not comparable along it
+        return None
+    want = tuple((n, change.get(n, v)) for n, v in row.key if n not in ignore)
+    other = index.get(want)
+    return other if other is not row else None
+
+
+def build(runs, group_by: list[str] | None = None) -> tuple[list[Row], list[tuple]]:
+    """(rows in display order; excluded runs as (name, id, why, point))."""
     rows: dict[tuple, Row] = {}
     excluded = []
     for run in runs:
@@ -127,25 +270,86 @@ def build(runs) -> tuple[list[Row], list[tuple]]:
         if why:
             excluded.append((run.name, run.id, why, point(run.config)))
             continue
-        key = point(run.config)
-        row = rows.setdefault(key, Row(*key))
+        facts = settings(run.config)
+        facts.update(precision=run.config.get("precision", facts.get("precision")),
+                     depth=run.config.get("depth", facts.get("depth")), world_size=world_size(run.config))
+        keyed = {k: lookup(run.config, k) for k in group_by} if group_by else facts
+        key = tuple(sorted(("world_size" if k == "gpus" else k, v) for k, v in keyed.items()))
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = Row(key, facts=dict(facts))
+        else:
+            row.facts = {k: (row.facts[k] if row.facts.get(k, MIXED) == facts.get(k, MIXED) else MIXED)
+                         for k in {**row.facts, **facts}}
         row.runs.append((run.id, run_metrics(run.config, run.summary)))
-        row.devices.add(str(run.config.get("system", {}).get("device", "?")))
+        row.devices.add(device(run.config))
+        row.timed.append(timed_steps(run.config, run.summary))
     for row in rows.values():
         for column in COLUMNS:
             values = [m[column] for _, m in row.runs if m.get(column) is not None]
             if values:
                 row.values[column] = statistics.median(values)
                 row.spread[column] = (min(values), max(values))
-    for row in rows.values():  # ratios between rows, from the medians
-        base = rows.get(("fp32", row.depth, row.gpus))
-        if base and base.values.get("images_per_s") and row.values.get("images_per_s"):
-            row.values["speedup_vs_fp32"] = row.values["images_per_s"] / base.values["images_per_s"]
-        one = rows.get((row.precision, row.depth, 1))
-        if one and one.values.get("images_per_s") and row.values.get("images_per_s"):
-            row.values["scaling_efficiency"] = 100 * row.values["images_per_s"] / (row.gpus * one.values["images_per_s"])
+        if row.short:
+            row.flagged |= {c for c in TIMED_COLUMNS if c in row.values}
+    # Ratios only between rows identical but for precision (resp. GPU count), from the medians.
+    by_key, by_scaling_key = _index(rows.values()), _index(rows.values(), FOLLOW_WORLD_SIZE)
+    for row in rows.values():
+        ips = row.values.get("images_per_s")
+        row.base = _partner(row, by_key, precision="fp32") if row.precision != "fp32" else None
+        if row.base and row.base.values.get("images_per_s") and ips:
+            row.values["speedup_vs_fp32"] = ips / row.base.values["images_per_s"]
+            if row.short or row.base.short:
+                row.flagged.add("speedup_vs_fp32")
+        row.one = _partner(row, by_scaling_key, FOLLOW_WORLD_SIZE, world_size=1) if row.gpus > 1 else None
+        if row.one and row.one.values.get("images_per_s") and ips:
+            row.values["scaling_efficiency"] = 100 * ips / (row.gpus * row.one.values["images_per_s"])
+            if row.short or row.one.short:
+                row.flagged.add("scaling_efficiency")
     order = {p: i for i, p in enumerate(PRECISION_ORDER)}
-    return sorted(rows.values(), key=lambda r: (r.depth, r.gpus, order.get(r.precision, 99), r.precision)), excluded
+    return sorted(rows.values(), key=lambda r: (str(r.depth).zfill(4), r.device, r.gpus,
+                                                order.get(r.precision, 99), r.precision, str(r.key))), excluded
+
+
+def differing(rows: list[Row]) -> list[str]:
+    """Settings (besides precision, depth and placement) that two rows recorded with different values. A
+    setting only some rows recorded (older runs have no `experiment`) does not make a column on its own."""
+    keys = sorted({k for r in rows for k in r.facts} - set(SHOWN))
+    return [k for k in keys
+            if len({json.dumps(r.facts[k], default=str) for r in rows if k in r.facts}) > 1]
+
+
+def distinguishing(rows: list[Row]) -> list[str]:
+    """The fewest differing settings that still tell the rows apart, for short labels (plots, sentences):
+    settings that follow from others (the planned steps follow from the batch size) are dropped first."""
+    keys = differing(rows)
+    for k in sorted(keys, key=lambda k: (k not in (*FOLLOW_WORLD_SIZE, "device_name"), k)):
+        rest = [x for x in keys if x != k]
+        if len({(r.precision, r.depth, r.where, *(json.dumps(r.facts.get(x), default=str) for x in rest))
+                for r in rows}) == len(rows):
+            keys = rest
+    return keys
+
+
+def common(rows: list[Row]) -> tuple[dict, int]:
+    """(settings with one value across the rows that recorded them, how many rows recorded none of them): said
+    once, not as a column."""
+    diff = set(differing(rows))
+    same = {}
+    for k in sorted({k for r in rows for k in r.facts} - diff - set(SHOWN)):
+        same[k] = next(r.facts[k] for r in rows if k in r.facts)
+    lacking = sum(1 for r in rows if any(k not in r.facts for k in same))
+    return same, lacking
+
+
+def label(row: Row, keys: list[str]) -> str:
+    """The row in words: its precision, then the settings that tell it apart from its neighbours."""
+    extra = ", ".join(f"{k} {show(row.facts.get(k))}" for k in keys)
+    return row.precision + (f" ({extra})" if extra else "")
+
+
+def show(value) -> str:
+    return "" if value is None else str(value)
 
 
 def fmt(column: str, value) -> str:
@@ -167,38 +371,69 @@ def cell(row: Row, column: str) -> str:
     lo_hi = row.spread.get(column)
     if text and lo_hi and len(row.runs) > 1 and lo_hi[0] != lo_hi[1]:
         text += f" ({fmt(column, lo_hi[0])}–{fmt(column, lo_hi[1])})"
+    if text and column in row.flagged:
+        text += f" {SHORT_MARK}"
     return text
 
 
-def original_table(rows: list[Row], depth: int, gpus: int) -> list[list[str]]:
+def measured(rows: list[Row]) -> list[str]:
+    """Columns at least one row has a figure for: the others are left out of the tables people read."""
+    return [c for c in COLUMNS if any(r.values.get(c) is not None for r in rows)]
+
+
+def short_note() -> str:
+    return (f"{SHORT_MARK} too short to measure: fewer than {SHORT_RUN_STEPS} timed steps after warm-up "
+            f"(train/timed_steps); its images/s and the ratios built on it are not reliable and are left out "
+            f"of the Observations.")
+
+
+def study(rows: list[Row], depth, where: tuple[str, int]) -> list[Row]:
+    """The rows of one depth and placement (device, GPU count)."""
+    return [r for r in rows if r.depth == depth and (r.device, r.gpus) == where]
+
+
+def default_where(rows: list[Row], depth, gpus: int | None) -> tuple[str, int]:
+    """GPU rows when there are any (the fewest GPUs, or --gpus), else CPU rows."""
+    at = [r for r in rows if r.depth == depth] or rows
+    pool = [r for r in at if r.device != "cpu"] or at
+    if gpus is None:
+        gpus = min((r.gpus for r in pool), default=1)
+    match = next((r for r in pool if r.gpus == gpus), pool[0] if pool else None)
+    return (match.device if match else "cpu"), gpus
+
+
+def original_table(rows: list[Row], depth, where: tuple[str, int]) -> list[list[str]]:
     """The study's table as it was: Precision | Training Time | Model Size | Bandwidth."""
     out = [["Precision", "Training Time (s)", "Model Size (MiB)", "Bandwidth (GB/s)"]]
-    for row in rows:
-        if row.depth == depth and row.gpus == gpus:
-            bandwidth = row.values.get("nvlink_bytes_per_s") if gpus > 1 else None
-            bandwidth = bandwidth or row.values.get("pcie_bytes_per_s") or row.values.get("busbw_bytes_per_s")
-            out.append([row.precision, fmt("train_time_s", row.values.get("train_time_s")),
-                        fmt("ckpt_mib", row.values.get("ckpt_mib")), fmt("pcie_bytes_per_s", bandwidth)])
+    at = study(rows, depth, where)
+    keys = distinguishing(at)
+    for row in at:
+        bandwidth = row.values.get("nvlink_bytes_per_s") if row.gpus > 1 else None
+        bandwidth = bandwidth or row.values.get("pcie_bytes_per_s") or row.values.get("busbw_bytes_per_s")
+        out.append([label(row, keys) + (f" {SHORT_MARK}" if row.short else ""),
+                    fmt("train_time_s", row.values.get("train_time_s")),
+                    fmt("ckpt_mib", row.values.get("ckpt_mib")), fmt("pcie_bytes_per_s", bandwidth)])
     return out
 
 
-def observations(rows: list[Row], depth: int, gpus: int) -> str:
-    """Measured ratios against fp32 at one depth and GPU count, as sentences: no canned prose."""
-    at = {r.precision: r for r in rows if r.depth == depth and r.gpus == gpus}
-    base = at.get("fp32")
-    if base is None:
-        return (f"No finished fp32 run at ResNet-{depth} on {gpus} GPU(s): ratios need it as the baseline. "
-                f"Precisions present: {', '.join(at) or 'none'}.")
-    sentences = []
-    for precision, row in at.items():
-        if precision == "fp32":
+def observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
+    """Measured ratios against fp32 at one depth and placement, as sentences: no canned prose."""
+    at = study(rows, depth, where)
+    keys = distinguishing(at)
+    place = placement(*where)
+    bases = [r for r in at if r.precision == "fp32"]
+    if not bases:
+        return (f"No finished fp32 run at ResNet-{depth} on {place}: ratios need it as the baseline. "
+                f"Precisions present: {', '.join(dict.fromkeys(r.precision for r in at)) or 'none'}.")
+    sentences, short = [], [label(r, keys) for r in at if r.short]
+    unmatched = [label(r, keys) for r in at if r.precision != "fp32" and r.base is None]
+    for row in at:
+        if row.precision == "fp32" or row.base is None or row.short or row.base.short:
             continue
-        parts = []
+        base, parts = row.base, []
         for column, what in (("images_per_s", "throughput"), ("ckpt_mib", "checkpoint size"),
                              ("peak_mem_gib", "peak memory"), ("pcie_bytes_per_s", "PCIe traffic"),
                              ("energy_per_image_j", "energy per image")):
-            if column == "peak_mem_gib" and "cpu" in row.devices | base.devices:
-                continue  # on CPU it is the process's RSS, not the precision's allocator footprint
             a, b = row.values.get(column), base.values.get(column)
             if a is not None and b:
                 parts.append(f"{what} {a / b:.2f}× fp32's ({fmt(column, a)} vs {fmt(column, b)}"
@@ -206,8 +441,17 @@ def observations(rows: list[Row], depth: int, gpus: int) -> str:
         a, b = row.values.get("best_test_acc"), base.values.get("best_test_acc")
         if a is not None and b is not None:
             parts.append(f"best test accuracy {a - b:+.1f} points ({a:.1f}% vs {b:.1f}%)")
+        a = row.values.get("lost_update_pct")
+        if a is not None:
+            b = base.values.get("lost_update_pct")
+            parts.append(f"{fmt('lost_update_pct', a)}% of weight updates rounded away "
+                         f"(fp32: {fmt('lost_update_pct', b) + '%' if b is not None else 'not measured'})")
         if parts:
-            sentences.append(f"{precision}: " + "; ".join(parts) + ".")
+            sentences.append(f"{label(row, keys)}: " + "; ".join(parts) + ".")
+    left_out = (f" Left out, too short to measure ({SHORT_MARK}): {', '.join(short)}." if short else "")
+    if unmatched:
+        left_out += f" No fp32 row with the same settings for: {', '.join(unmatched)}."
     if not sentences:
-        return f"Only fp32 finished at ResNet-{depth} on {gpus} GPU(s): nothing to compare yet."
-    return (f"At ResNet-{depth} on {gpus} GPU(s), medians over the runs of each precision — " + " ".join(sentences))
+        return f"Nothing to compare with fp32 at ResNet-{depth} on {place} yet." + left_out
+    return (f"At ResNet-{depth} on {place}, medians over the runs of each row against the fp32 row with the same "
+            f"settings — " + " ".join(sentences) + left_out)

@@ -5,20 +5,21 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import os
 
-from report.table import COLUMNS, Row, cell
-
-
-def header() -> list[str]:
-    return ["Precision", "Depth", "GPUs", "Runs"] + [f"{t} ({u})" if u else t for t, u in COLUMNS.values()]
+from report.table import COLUMNS, SHORT_MARK, Row, cell, common, differing, measured, short_note
 
 
 def csv_rows(rows: list[Row]) -> list[list]:
-    """Medians with full precision, and min/max over repeats; empty where a figure is missing."""
-    out = [["precision", "depth", "gpus", "runs"] + [c for col in COLUMNS for c in (col, f"{col}_min", f"{col}_max")]]
+    """Medians with full precision, and min/max over repeats; empty where a figure is missing. Every column is
+    always there (even one no row measured), so scripts reading the CSV see one header."""
+    out = [["precision", "depth", "gpus", "device", "runs", "too_short", "timed_steps_min", "settings"]
+           + [c for col in COLUMNS for c in (col, f"{col}_min", f"{col}_max")]]
     for r in rows:
-        line = [r.precision, r.depth, r.gpus, len(r.runs)]
+        timed = [t for t in r.timed if t is not None]
+        line = [r.precision, r.depth, r.gpus, r.device, len(r.runs), str(r.short).lower(),
+                min(timed) if timed else "", json.dumps(r.facts, sort_keys=True, default=str)]
         for col in COLUMNS:
             lo, hi = r.spread.get(col, (None, None))
             line += ["" if v is None else repr(v) for v in (r.values.get(col), lo, hi)]
@@ -31,35 +32,65 @@ def write_csv(rows: list[Row], path: str) -> None:
         csv.writer(f).writerows(csv_rows(rows))
 
 
-def _md_table(lines: list[list[str]]) -> str:
-    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
-    out += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines[1:]]
-    return "\n".join(out)
-
-
 def table_lines(rows: list[Row]) -> list[list[str]]:
-    return [header()] + [[r.precision, str(r.depth), str(r.gpus), str(len(r.runs))] + [cell(r, c) for c in COLUMNS]
-                         for r in rows]
+    """The all-points table: settings that tell rows apart as columns, then the columns some row measured."""
+    keys, columns = differing(rows), measured(rows)
+    head = ["Precision", "Depth", "GPUs", *keys, "Runs"] + [
+        f"{COLUMNS[c][0]} ({COLUMNS[c][1]})" if COLUMNS[c][1] else COLUMNS[c][0] for c in columns]
+    return [head] + [[r.precision + (f" {SHORT_MARK}" if r.short else ""), str(r.depth), r.where,
+                      *(_setting(r.facts.get(k)) for k in keys), str(len(r.runs))] + [cell(r, c) for c in columns]
+                     for r in rows]
+
+
+def _setting(value) -> str:
+    return "" if value is None else str(value)
+
+
+def common_line(rows: list[Row]) -> str:
+    same, lacking = common(rows)
+    if not same:
+        return ""
+    return ("Common settings: " + ", ".join(f"{k} {_setting(v) or 'unset'}" for k, v in same.items()) + "."
+            + (f" ({lacking} row(s), from older runs, did not record all of these.)" if lacking else ""))
 
 
 def excluded_lines(excluded: list[tuple]) -> list[list[str]]:
-    return [["Run", "Id", "State", "Point"]] + [
-        [name, run_id, state, f"{p[0]}, ResNet-{p[1]}, {p[2]} GPU(s)" if p else ""]
-        for name, run_id, state, p in excluded]
+    return [["Run", "Id", "State", "Point"]] + [[name, run_id, state, p or ""] for name, run_id, state, p in excluded]
 
 
-def write_markdown(path: str, *, source: str, hardware: str, rows, excluded, original, depth, gpus, observations,
-                   plots: list[str]) -> None:
-    parts = [f"# Results: precision × depth × GPUs\n\nSource: `{source}`. Hardware: {hardware}.\n",
-             f"## The study's table (ResNet-{depth}, {gpus} GPU(s))\n", _md_table(original),
-             "\n### Observations\n", observations + "\n",
-             "## All points\n",
-             "Medians over repeated runs, with (min–max) where they differ; empty cells: not measured by those "
-             "runs (CPU runs have no NVML figures, 1-GPU runs no all-reduce).\n",
-             _md_table(table_lines(rows)) if rows else "No finished runs.",
-             ]
+def unreadable_lines(unreadable) -> list[list[str]]:
+    return [["File", "Why"]] + [[u.path, u.reason] for u in unreadable]
+
+
+def _md_table(lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines[1:]]
+    return "\n".join(out)
+
+
+def _notes(rows) -> list[str]:
+    notes = ["Medians over repeated runs (seeds), with (min–max) where they differ. A row is one experiment: "
+             "runs that differ in any setting but the seed are separate rows. Empty cells: not measured by "
+             "those runs; columns no row measured are left out (results.csv keeps them)."]
+    if any(r.short for r in rows):
+        notes.append(short_note())
+    if common_line(rows):
+        notes.append(common_line(rows))
+    return notes
+
+
+def write_markdown(path: str, *, source: str, provenance, rows, excluded, unreadable, original, title,
+                   observations, plots: list[str]) -> None:
+    parts = ["# Results: precision × depth × GPUs\n", f"Source: `{source}`.\n"]
+    parts += [f"- **{fact}:** {text}" for fact, text in provenance]
+    parts += [f"\n## The study's table ({title})\n", _md_table(original),
+              "\n### Observations\n", observations + "\n", "## All points\n"]
+    parts += [n + "\n" for n in _notes(rows)]
+    parts.append(_md_table(table_lines(rows)) if rows else "No finished runs.")
     if excluded:
         parts += ["\n## Runs not included\n", _md_table(excluded_lines(excluded))]
+    if unreadable:
+        parts += ["\n## Runs that could not be read\n", _md_table(unreadable_lines(unreadable))]
     if plots:
         parts += ["\n## Plots\n"] + [f"![{p}]({p})" for p in plots]
     with open(path, "w") as f:
@@ -69,40 +100,48 @@ def write_markdown(path: str, *, source: str, hardware: str, rows, excluded, ori
 def _html_table(lines: list[list[str]], cls: str) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in lines[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in line) + "</tr>" for line in lines[1:])
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    # wide tables scroll inside their own box instead of widening the page
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:1em 0;display:block}
-.note{color:#555}"""
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1200px;color:#222}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:1em 0;font-size:12px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3;vertical-align:bottom}td{white-space:nowrap}td:first-child,th:first-child{text-align:left}
+table.excluded td,table.unreadable td{white-space:normal;text-align:left}
+img{max-width:100%;margin:1em 0;display:block}.note{color:#555}dl.provenance{display:grid;
+grid-template-columns:max-content auto;gap:2px 12px;font-size:14px}dl.provenance dt{font-weight:600}dl.provenance dd{margin:0}"""
 
-# The page reports whether every plot decoded: a headless browser test reads this back from the DOM.
+# The page reports whether every plot decoded and whether it fits the window (no sideways scrolling of the
+# whole page): a headless browser test reads these back from the DOM.
 CHECK = """<script>window.addEventListener('load',()=>{const imgs=[...document.images];
 document.body.dataset.imagesOk=String(imgs.length>0&&imgs.every(i=>i.complete&&i.naturalWidth>0));
-document.body.dataset.images=String(imgs.length);});</script>"""
+document.body.dataset.images=String(imgs.length);
+document.body.dataset.pageWidth=String(document.documentElement.scrollWidth);
+document.body.dataset.windowWidth=String(window.innerWidth);});</script>"""
 
 
-def write_html(path: str, out_dir: str, *, source: str, hardware: str, rows, excluded, original, depth, gpus,
+def write_html(path: str, out_dir: str, *, source: str, provenance, rows, excluded, unreadable, original, title,
                observations, plots: list[str]) -> None:
     images = []
     for name in plots:
         data = base64.b64encode(open(os.path.join(out_dir, name), "rb").read()).decode()
         images.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+    facts = "".join(f"<dt>{html.escape(f)}</dt><dd>{html.escape(t)}</dd>" for f, t in provenance)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Results: precision × depth × GPUs</title>"
-             f"<style>{STYLE}</style>{CHECK}</head><body>",
+             f"<meta name='viewport' content='width=device-width'><style>{STYLE}</style>{CHECK}</head><body>",
              "<h1>Results: precision × depth × GPUs</h1>",
-             f"<p class='note'>Source: {html.escape(source)}. Hardware: {html.escape(hardware)}.</p>",
-             f"<h2>The study's table (ResNet-{depth}, {gpus} GPU(s))</h2>", _html_table(original, "original"),
-             f"<h3>Observations</h3><p>{html.escape(observations)}</p>",
-             "<h2>All points</h2><p class='note'>Medians over repeated runs, (min–max) where they differ; empty "
-             "cells: not measured by those runs.</p>",
-             _html_table(table_lines(rows), "points") if rows else "<p>No finished runs.</p>"]
+             f"<p class='note'>Source: {html.escape(source)}.</p><dl class='provenance'>{facts}</dl>",
+             f"<h2>The study's table ({html.escape(title)})</h2>", _html_table(original, "original"),
+             f"<h3>Observations</h3><p>{html.escape(observations)}</p>", "<h2>All points</h2>"]
+    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in _notes(rows)]
+    parts.append(_html_table(table_lines(rows), "points") if rows else "<p>No finished runs.</p>")
     if excluded:
         parts += ["<h2>Runs not included</h2>", _html_table(excluded_lines(excluded), "excluded")]
+    if unreadable:
+        parts += ["<h2>Runs that could not be read</h2>", _html_table(unreadable_lines(unreadable), "unreadable")]
     if images:
         parts += ["<h2>Plots</h2>"] + images
     parts.append("</body></html>")
     with open(path, "w") as f:
         f.write("\n".join(parts))
-

@@ -1,106 +1,364 @@
-"""The report from real runs (CPU, offline): numbers against the runs' own summaries, runs left out, empty
-cells for what CPU runs cannot measure, and report.html rendered by a real headless Chromium."""
+"""The report, from W&B offline runs made with the real `wandb` library and shaped as the runner's metric
+contract (README) says: rows as experiments, flags for runs too short to measure, empty cells for figures not
+measured, provenance, lost updates, plots, unreadable runs, and report.html in a real headless Chromium.
+One end-to-end test reads two runs trained by the real runner."""
 
 import csv
 import json
+import multiprocessing
+import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, write_cifar
-from test_training import _inspect
-from train.config import parse_args
-from train.run import StopRequest, train
+from conftest import ROOT
 
-PRECISIONS = ["fp32", "amp_bf16", "bf16"]  # what a CPU trains
-DEPTHS = [18, 34]
+H100 = "NVIDIA H100 80GB HBM3"
+XEON = "Intel(R) Xeon(R) Platinum 8480+"
+COMMIT, OTHER_COMMIT = "abc123def4567890abc123def4567890abc12345", "fedcba9876543210fedcba9876543210fedcba98"
+# precision/lost_update_frac per log window: the report's column is 100 × the run's mean
+LOST = {"fp32": [0.0001, 0.0003], "bf16": [0.2, 0.4], "amp_bf16": [0.001, 0.003], "fp16": [0.1, 0.1]}
+
+
+def _experiment(precision, depth=18, batch_size=128, world_size=1, seed=0, device="cuda"):
+    return {"depth": depth, "precision": precision, "dataset": "cifar10", "train_images": 50000,
+            "batch_size": batch_size, "world_size": world_size, "device": device, "optimizer": "sgd", "lr": 0.005,
+            "effective_lr": 0.005, "lr_scaling": "none", "momentum": 0.9, "weight_decay": 0.0005,
+            "lr_schedule": "cosine", "epochs": 600, "seed": seed, "loader": "device", "num_workers": None,
+            "grad_compress": "none"}
+
+
+def _spec(folder, name, precision, ips, *, depth=18, batch_size=128, world_size=1, seed=0, device="cuda",
+          timed_steps=400, started="2026-11-24T09:00:00+00:00", commit=COMMIT, dirty=False, exit_code=0,
+          summary=None, legacy=False):
+    """One run as the runner writes it: config, logged windows and summary."""
+    cpu = device == "cpu"
+    total_steps = 50000 * 600 // (batch_size * world_size)
+    system = {"device": device, "device_name": XEON if cpu else H100, "world_size": world_size,
+              "torch": "2.15.0", "cuda": None if cpu else "12.8", "peak_flops_per_s": None if cpu else 989.4e12}
+    config = {"precision": precision, "depth": depth, "batch_size": batch_size, "seed": seed, "warmup_steps": 10,
+              "total_steps": total_steps, "system": system, "model": {"train_flops_per_image": 1.67e9},
+              "nvml": {"available": not cpu, "pcie_peak_bytes_per_s": None if cpu else 63e9}}
+    if not legacy:
+        config["experiment"] = _experiment(precision, depth, batch_size, world_size, seed, device)
+        config["provenance"] = {"git_commit": commit, "git_dirty": dirty, "started_at": started}
+    history = []
+    for i, lost in enumerate(LOST[precision]):
+        window = {"train/step": 50 * (i + 1), "train/loss": 2.0 - i / 10, "train/images_per_s": ips}
+        if not legacy:
+            window["precision/lost_update_frac"] = lost
+        if not cpu:
+            window["nvml/pcie_tx_bytes_per_s"] = 2e9 + 1e8 * i
+            window["comm/busbw_bytes_per_s"] = 1e11 if world_size > 1 else 0  # the runner logs 0 for one rank
+        if cpu:
+            window["mem/rss_peak_bytes"] = 3e9
+        history.append(window)
+    full = {"train/images_per_s": ips, "train/images_per_s_per_gpu": ips / world_size, "time/train_s": 1e7 / ips,
+            "train/steps": timed_steps + 10, "ckpt/size_bytes": 45e6 if precision != "bf16" else 22.5e6,
+            "test/best_acc": 0.93, "test/last_acc": 0.92}
+    if not legacy:
+        full["train/timed_steps"] = timed_steps
+    if cpu:
+        full["mem/rss_peak_bytes"] = 3e9
+    elif not legacy:
+        full.update({"mem/peak_allocated_bytes": 4 * 2**30 if precision == "fp32" else 2 * 2**30,
+                     "nvml/pcie_tx_bytes_per_s_mean": 2e9, "nvml/pcie_rx_bytes_per_s_mean": 1e9})
+    return {"dir": os.path.join(folder, name), "name": name, "config": config, "history": history,
+            "summary": {**full, **(summary or {})}, "exit_code": exit_code}
+
+
+def _make(spec):
+    """A real W&B offline run (in a spawned process: W&B's global state stays out of the test process)."""
+    os.environ["WANDB_DISABLE_GIT"] = "true"
+    import wandb
+
+    run = wandb.init(mode="offline", dir=spec["dir"], project="report-test", name=spec["name"], config=spec["config"],
+                     settings=wandb.Settings(silent=True, x_disable_stats=True))
+    run.define_metric("train/step")
+    run.define_metric("*", step_metric="train/step", summary="mean,min,max,last")
+    for window in spec["history"]:
+        run.log(window)
+    run.summary.update(spec["summary"])
+    run.finish(exit_code=spec["exit_code"])
+
+
+def _specs(root):
+    gpu, cpu, legacy = (os.path.join(root, f) for f in ("gpu", "cpu", "legacy"))
+    return [
+        # repeats over seeds: one row, median (min–max)
+        *(_spec(gpu, f"fp32-s{s}", "fp32", ips, seed=s, started=f"2026-11-2{s}T10:00:00+00:00")
+          for s, ips in ((0, 10000), (1, 11000), (2, 12000))),
+        *(_spec(gpu, f"bf16-s{s}", "bf16", ips, seed=s) for s, ips in ((0, 20000), (1, 22000))),
+        _spec(gpu, "bf16-b256", "bf16", 26000, batch_size=256, dirty=True, commit=OTHER_COMMIT,
+              started="2026-11-25T18:42:00+00:00"),  # same precision, other batch size: its own row
+        _spec(gpu, "amp_bf16-short", "amp_bf16", 30000, timed_steps=10),  # too short to measure
+        _spec(gpu, "fp32-2gpu", "fp32", 19000, world_size=2),
+        _spec(gpu, "bf16-2gpu", "bf16", 38000, world_size=2),
+        _spec(gpu, "fp16-diverged", "fp16", 25000, exit_code=1, summary={"train/diverged_at_step": 123}),
+        _spec(gpu, "fp32-r34-failed", "fp32", 5000, depth=34, exit_code=1),
+        _spec(cpu, "cpu-fp32", "fp32", 100, device="cpu", timed_steps=100),
+        _spec(cpu, "cpu-bf16", "bf16", 150, device="cpu", timed_steps=100),
+        # before the `experiment` config: keyed by precision, depth, GPUs, batch, device, steps; RSS under the
+        # allocator's key on CPU
+        _spec(legacy, "legacy-cpu", "fp32", 90, device="cpu", legacy=True,
+              summary={"mem/peak_allocated_bytes": 5e9}),
+    ]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    data = write_cifar(str(root / "data"), per_batch=16, n_test=32)
-    out = root / "runs"
-    summaries = {}
-    for depth in DEPTHS:
-        for precision in PRECISIONS:
-            result = train(parse_args(["--data-dir", data, "--out-dir", str(out), "--epochs", "1", "--batch-size", "8",
-                                       "--depth", str(depth), "--precision", precision, "--wandb-mode", "offline",
-                                       "--log-every", "5", "--name", f"r{depth}-{precision}"]))
-            summaries[(precision, depth)] = result
-    stop = StopRequest()
-    stop.signal = signal.SIGTERM  # a run stopped at its first step: W&B state failed, to be left out
-    train(parse_args(["--data-dir", data, "--out-dir", str(out), "--epochs", "1", "--batch-size", "8",
-                      "--wandb-mode", "offline", "--name", "stopped"]), stop=stop)
-    return out, summaries
+    root = tmp_path_factory.mktemp("report_runs")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_make, _specs(str(root)))
+    corrupt = root / "corrupt" / "wandb" / "offline-run-20261125_000000-garbage1"
+    corrupt.mkdir(parents=True)
+    (corrupt / "run-garbage1.wandb").write_bytes(os.urandom(4000))
+    return root
+
+
+def _report(source, out, *args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": ROOT}  # `report` importable from any working directory
+    return subprocess.run([sys.executable, "-m", "report", str(source), "--out", str(out), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("report_out")
-    result = subprocess.run([sys.executable, "-m", "report", str(runs[0]), "--out", str(out_dir)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    out = tmp_path_factory.mktemp("report_out")
+    result = _report(runs, out)
     assert result.returncode == 0, result.stderr
-    return out_dir, result
+    return out, result
 
 
-def test_results_csv_matches_each_runs_own_summary(runs, report):
-    out, _ = runs
-    rows = {(r["precision"], int(r["depth"])): r for r in csv.DictReader(open(report[0] / "results.csv"))}
-    assert set(rows) == {(p, d) for p in PRECISIONS for d in DEPTHS}
-    for (precision, depth), row in rows.items():
-        summary = json.loads(_inspect(out / f"r{depth}-{precision}", "--summary"))["summary"]
-        assert row["runs"] == "1" and row["gpus"] == "1"
-        assert float(row["images_per_s"]) == pytest.approx(summary["train/images_per_s"])
-        assert float(row["train_time_s"]) == pytest.approx(summary["time/train_s"])
-        assert float(row["ckpt_mib"]) * 2**20 == pytest.approx(summary["ckpt/size_bytes"])
-        assert float(row["best_test_acc"]) == pytest.approx(100 * summary["test/acc"]["max"])
-        fp32 = json.loads(_inspect(out / f"r{depth}-fp32", "--summary"))["summary"]
-        assert float(row["speedup_vs_fp32"]) == pytest.approx(summary["train/images_per_s"] / fp32["train/images_per_s"])
-        for missing in ("pcie_bytes_per_s", "nvlink_bytes_per_s", "busbw_bytes_per_s", "energy_per_image_j", "mfu"):
-            assert row[missing] == "", missing  # CPU runs: no NVML, no all-reduce, no GPU peak -> empty, not 0
+def _csv(out):
+    return list(csv.DictReader(open(out / "results.csv")))
 
 
-def test_results_md_has_the_original_table_observations_and_the_runs_left_out(report):
+def _row(rows, precision, depth=18, gpus=1, device="cuda", **settings):
+    found = [r for r in rows if (r["precision"], r["depth"], r["gpus"], r["device"]) == (precision, str(depth),
+                                                                                         str(gpus), device)
+             and all(json.loads(r["settings"]).get(k) == v for k, v in settings.items())]
+    assert len(found) == 1, (precision, depth, gpus, settings, found)
+    return found[0]
+
+
+def _section(text, title):
+    return text.split(title, 1)[1].split("\n## ", 1)[0]
+
+
+def _md_rows(table_text):
+    lines = [line for line in table_text.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def test_rows_are_experiments_repeats_pool_and_other_settings_split(report):
+    rows = _csv(report[0])
+    fp32 = _row(rows, "fp32", batch_size=128)
+    assert fp32["runs"] == "3" and float(fp32["images_per_s"]) == 11000  # seeds pooled: median, min, max
+    assert (float(fp32["images_per_s_min"]), float(fp32["images_per_s_max"])) == (10000, 12000)
+    bf16, bf16_256 = _row(rows, "bf16", batch_size=128), _row(rows, "bf16", batch_size=256)  # two rows
+    assert float(bf16["images_per_s"]) == 21000 and float(bf16_256["images_per_s"]) == 26000
+    assert float(bf16["speedup_vs_fp32"]) == pytest.approx(21000 / 11000)
+    assert bf16_256["speedup_vs_fp32"] == ""  # no fp32 run at batch 256: not compared with batch 128's
+    assert float(_row(rows, "bf16", gpus=2)["scaling_efficiency"]) == pytest.approx(100 * 38000 / (2 * 21000))
+
     text = open(report[0] / "results.md").read()
-    assert "| Precision | Training Time (s) | Model Size (MiB) | Bandwidth (GB/s) |" in text
-    original = text.split("## The study's table")[1].split("###")[0]
-    assert all(f"| {p} |" in original for p in PRECISIONS)
-    observations = text.split("### Observations")[1].split("##")[0]
-    rows = {(r["precision"], int(r["depth"])): r for r in csv.DictReader(open(report[0] / "results.csv"))}
-    depth = int(re.search(r"ResNet-(\d+)", observations).group(1))
-    ratio = float(rows[("bf16", depth)]["ckpt_mib"]) / float(rows[("fp32", depth)]["ckpt_mib"])
-    assert f"checkpoint size {ratio:.2f}× fp32's" in observations  # measured, not canned
-    left_out = text.split("## Runs not included")[1]
-    assert "stopped" in left_out and "failed" in left_out
+    table = _md_rows(_section(text, "## All points"))
+    assert "batch_size" in table[0]  # the setting that differs is a column
+    assert re.search(r"Common settings: .*optimizer sgd", text) and "lr_schedule cosine" in text
+    assert "seed" not in table[0]
+    cpu_rows = [r for r in table if r["GPUs"] == "CPU"]
+    assert len(cpu_rows) == 3 and not any("GPU(s)" in line for line in text.splitlines())  # with the older run
 
 
-def test_report_html_renders_tables_and_plots_in_headless_chromium(report, tmp_path):
+def test_group_by_keys_rows_by_just_those_settings(runs, tmp_path):
+    result = _report(runs / "gpu", tmp_path / "o", "--group-by", "precision", "depth", "world_size")
+    assert result.returncode == 0, result.stderr
+    bf16 = _row(_csv(tmp_path / "o"), "bf16")
+    assert bf16["runs"] == "3"  # batch 128 (two seeds) and batch 256 together, as asked
+    assert json.loads(bf16["settings"])["batch_size"] == "(varies)"
+    bad = _report(runs / "gpu", tmp_path / "p", "--group-by", "precison")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "precison" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_a_run_too_short_to_measure_is_flagged_and_left_out_of_observations(report):
+    text = open(report[0] / "results.md").read()
+    short = next(r for r in _md_rows(_section(text, "## All points")) if r["Precision"].startswith("amp_bf16"))
+    assert short["Precision"] == "amp_bf16 †"
+    assert short["Speed-up vs fp32 (x)"] == f"{30000 / 11000:.2f} †"  # never a bare ratio from it
+    assert "† too short to measure: fewer than 50 timed steps" in text
+    observations = _section(text, "### Observations")
+    assert "bf16 (batch_size 128): throughput 1.91× fp32's" in observations
+    sentences = observations.split("Left out, too short to measure")
+    assert "amp_bf16" not in sentences[0] and "amp_bf16 (batch_size 128)" in sentences[1]
+    assert _row(_csv(report[0]), "amp_bf16")["too_short"] == "true"
+
+
+def test_figures_not_measured_are_empty_and_unmeasured_columns_left_out(report):
+    rows = _csv(report[0])
+    assert _row(rows, "fp32", batch_size=128)["busbw_bytes_per_s"] == ""  # logged as 0 by one rank
+    assert float(_row(rows, "fp32", gpus=2)["busbw_bytes_per_s"]) == 1e11
+    assert _row(rows, "fp32", device="cpu", dataset="cifar10")["peak_mem_gib"] == ""  # CPU: RSS is not it
+    legacy = _row(rows, "fp32", device="cpu", dataset=None)
+    assert legacy["peak_mem_gib"] == "" and legacy["images_per_s"] == "90.0"
+    assert {"nvlink_bytes_per_s", "energy_per_image_j", "busbw_bytes_per_s"} <= set(rows[0])  # stable header
+    text = open(report[0] / "results.md").read()
+    head = _md_rows(_section(text, "## All points"))[0]
+    assert "NVLink TX+RX (GB/s)" not in head and "Energy/image (J)" not in head  # no row measured them
+    assert "All-reduce busbw (GB/s)" in head and "Peak memory (GiB)" in head
+    assert "NVLink" not in open(report[0] / "report.html").read()
+
+
+def test_provenance_heads_the_report(report, runs, tmp_path):
+    text = open(report[0] / "results.md").read()
+    head = text.split("## ")[0]
+    assert "**Runs started:** 2026-11-20 10:00 – 2026-11-25 18:42" in head
+    assert f"{H100} (" in head and f"{XEON} (" in head  # devices with run counts
+    assert "**PyTorch:** 2.15.0" in head and "**CUDA:** 12.8" in head
+    assert COMMIT[:12] in head and OTHER_COMMIT[:12] in head
+    assert "**Local changes:** yes: 1 of" in head
+    assert "Runs started" in open(report[0] / "report.html").read()
+    old = _report(runs / "legacy", tmp_path / "o")  # runs from before provenance was recorded
+    assert old.returncode == 0, old.stderr
+    old_head = open(tmp_path / "o" / "results.md").read().split("## ")[0]
+    assert "**Runs started:** unknown" in old_head and "**Suite commit:** unknown" in old_head
+
+
+def test_diverged_and_failed_runs_are_listed_with_why(report):
+    left_out = _md_rows(_section(open(report[0] / "results.md").read(), "## Runs not included"))
+    why = {r["Run"]: r["State"] for r in left_out}
+    assert why == {"fp16-diverged": "diverged at step 123", "fp32-r34-failed": "failed"}
+    assert all(r["precision"] != "fp16" for r in _csv(report[0]))
+
+
+def test_lost_updates_column_and_plot(report):
+    rows = _csv(report[0])
+    for precision in ("fp32", "bf16"):
+        mean = sum(LOST[precision]) / len(LOST[precision])
+        assert float(_row(rows, precision, batch_size=128)["lost_update_pct"]) == pytest.approx(100 * mean)
+    head = _md_rows(_section(open(report[0] / "results.md").read(), "## All points"))[0]
+    assert "Lost updates (%)" in head
+    assert (report[0] / "lost_updates.png").exists()
+
+
+@pytest.fixture
+def captured_plots(monkeypatch, runs):
+    """The plots' matplotlib figures, kept open to read their labels, error bars and ticks."""
+    from report import plots
+    from report.collect import from_folder
+    from report.table import build
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: figures.setdefault(name, fig) and name)
+    rows, _ = build(from_folder(str(runs / "gpu"))[0])
+    yield plots, rows, figures
+    plots.plt.close("all")
+
+
+def test_plots_are_labelled_with_error_bars_integer_ticks_and_ideal_scaling(captured_plots, tmp_path):
+    plots, rows, figures = captured_plots
+    assert plots.throughput(rows, ("cuda", 1), str(tmp_path)) == "throughput.png"
+    ax = figures["throughput.png"].axes[0]
+    labels = {t.get_text() for t in ax.texts}
+    assert {"11,000", "21,000", "26,000", "30,000 †"} <= labels  # values on the bars; the short one flagged
+    whiskers = next(c for c in ax.containers if type(c).__name__ == "ErrorbarContainer")
+    spans = [tuple(seg[:, 0]) for seg in whiskers.lines[2][0].get_segments()]
+    assert (10000, 12000) in spans  # fp32: min–max over its three seeds
+    assert "Training throughput, 1 GPU" == ax.get_title()
+
+    assert plots.scaling(rows, 18, str(tmp_path)) == "scaling.png"
+    ax = figures["scaling.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    assert "ideal (N × 1 GPU)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    ideal = [line for line in ax.lines if line.get_linestyle() == "--" and len(line.get_xdata()) == 2]
+    assert any(list(line.get_ydata()) == [21000, 42000] for line in ideal)  # bf16: N × its 1-GPU images/s
+
+
+def test_plots_without_data_are_left_out(report, runs, tmp_path):
+    made = sorted(p.name for p in report[0].glob("*.png"))
+    assert made == ["accuracy_time.png", "bandwidth.png", "lost_updates.png", "memory_size.png", "scaling.png",
+                    "throughput.png"]
+    result = _report(runs / "cpu", tmp_path / "o")  # CPU: no NVML traffic, one process, no scaling
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "o" / "bandwidth.png").exists() and not (tmp_path / "o" / "scaling.png").exists()
+    text = open(tmp_path / "o" / "results.md").read()
+    assert "## The study's table (ResNet-18, CPU)" in text and "At ResNet-18 on CPU" in text
+
+
+def test_bandwidth_plot_draws_no_all_zero_series(captured_plots, runs, tmp_path):
+    plots, rows, figures = captured_plots
+    from report.collect import from_folder
+
+    by_id = {r.id: r for r in from_folder(str(runs / "gpu"))[0]}
+    one_gpu = {f"{r.precision}-{i}": (r.precision, by_id[r.runs[0][0]])
+               for i, r in enumerate(rows) if r.gpus == 1}
+    assert plots.bandwidth_over_steps(one_gpu, str(tmp_path)) == "bandwidth.png"
+    names = [t.get_text() for t in figures["bandwidth.png"].axes[0].get_legend().get_texts()]
+    assert names and all("pcie_tx" in n for n in names)  # busbw is all 0 on one rank: not drawn
+
+
+def test_report_html_renders_and_fits_the_page_in_headless_chromium(report, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     page = report[0] / "report.html"
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,2400"]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert 'data-images-ok="true"' in dom  # every plot decoded and has a size in the browser
-    # throughput, memory/size, accuracy-vs-time; no scaling (one GPU count) and no bandwidth (CPU runs)
-    assert int(re.search(r'data-images="(\d+)"', dom).group(1)) == 3
-    assert dom.count("<table") == 3 and "<td>bf16</td>" in dom
+    assert int(re.search(r'data-images="(\d+)"', dom).group(1)) == 6
+    # the wide table scrolls in its own box: the page itself is no wider than the window
+    width, window = (int(re.search(rf'data-{k}="(\d+)"', dom).group(1)) for k in ("page-width", "window-width"))
+    assert 0 < width <= window
+    # the study's table, all points, runs not included, runs that could not be read
+    assert dom.count("<table") == 4 and "<td>bf16 (batch_size 256)</td>" in dom and "<td>CPU</td>" in dom
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, "--window-size=1400,2400", f"--screenshot={shot}", page.as_uri()], capture_output=True,
-                   timeout=120)
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000
 
 
+def test_an_unreadable_run_is_listed_and_the_others_reported(report, runs):
+    out, result = report
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if "run-garbage1.wandb" in line]
+    assert len(warnings) == 1 and "Traceback" not in result.stderr
+    section = _section(open(out / "results.md").read(), "## Runs that could not be read")
+    assert str(runs / "corrupt") in section and "bad header" in section
+    assert len(_csv(out)) == 9  # every good run still reported
+
+
+def test_out_naming_a_file_is_one_line_and_exit_2(runs, tmp_path):
+    target = tmp_path / "results.md"
+    target.write_text("mine")
+    result = _report(runs / "cpu", target)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "is a file" in result.stderr
+    assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("source", ["runs/gird", "./nothing", "../nothing-here", "~/no-such-folder-xyz"])
+def test_a_mistyped_local_folder_is_not_sent_to_wandb(tmp_path, source):
+    (tmp_path / "runs").mkdir()
+    result = _report(source, tmp_path / "o", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == f"error: folder {source} does not exist"
+
+
+def test_entity_project_still_goes_to_wandb_when_no_such_folder(tmp_path, monkeypatch):
+    from report.collect import looks_local
+
+    monkeypatch.chdir(tmp_path)
+    assert not looks_local("my-team/precision-depth-gpus") and not looks_local("my-team/project/abc123")
+    (tmp_path / "my-team").mkdir()
+    assert looks_local("my-team/precision-depth-gpus")  # now it is a local path with a typo
+
+
 def test_publish_from_offline_runs_says_why_not_in_one_line(runs, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "report", str(runs[0]), "--out", str(tmp_path), "--publish"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = _report(runs / "cpu", tmp_path, "--publish")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [line for line in result.stderr.strip().splitlines()
                                                   if line.startswith("--publish: not published")]
@@ -112,6 +370,27 @@ def test_a_source_without_runs_gets_one_line_and_exit_2(tmp_path, source):
     target = {"empty": tmp_path, "file": tmp_path / "x.txt", "bad/path/too/deep": "bad/path/too/deep"}[source]
     if source == "file":
         target.write_text("not runs")
-    result = subprocess.run([sys.executable, "-m", "report", str(target), "--out", str(tmp_path / "o")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = _report(target, tmp_path / "o")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_report_reads_runs_of_the_real_runner(tmp_path):
+    """End to end: two short CPU runs of train/run.py, fp32 and bf16, then the report over them."""
+    out = tmp_path / "runs"
+    for precision in ("fp32", "bf16"):
+        trained = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "3",
+             "--batch-size", "4", "--precision", precision, "--wandb-mode", "offline", "--out-dir", str(out),
+             "--name", f"e2e-{precision}", "--device", "cpu"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_DISABLE_GIT": "true"})
+        assert trained.returncode == 0, trained.stderr
+    result = _report(out, tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    rows = _csv(tmp_path / "o")
+    assert sorted(r["precision"] for r in rows) == ["bf16", "fp32"]
+    for row in rows:
+        assert row["device"] == "cpu" and row["too_short"] == "true"  # 3 steps: too short to measure
+        assert json.loads(row["settings"])["dataset"] == "synthetic"  # keyed by the run's experiment
+        assert row["images_per_s"] and row["lost_update_pct"] and row["peak_mem_gib"] == ""
+    text = open(tmp_path / "o" / "results.md").read()
+    assert "## The study's table (ResNet-18, CPU)" in text and "**PyTorch:**" in text
