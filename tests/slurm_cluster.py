@@ -1,5 +1,12 @@
 """A real one-node Slurm cluster on localhost for the tests: Debian's munge, slurmctld and slurmd, started in a
-temp folder with a generated slurm.conf (this machine's real CPU count), stopped afterwards."""
+temp folder with a generated slurm.conf (this machine's real CPU count), stopped afterwards.
+
+Requeued jobs: slurmctld holds a requeued batch job (Reason=BeginTime) for cred_expire + 1 seconds (120 + 1 by
+default), so that its new launch credential is dated after the old one's revocation; a job released earlier
+(`scontrol update StartTime=now`) can be launched in the same second, which slurmd refuses as "already killed",
+and the job then ends instead of restarting. Here cred_expire is 5 (Slurm's minimum): the hold is 6 s and
+nothing needs releasing; the schedulers look at pending jobs every 1-2 s (not 30-60 s), so a job whose hold
+has passed starts at once."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import subprocess
 import time
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch")
+CRED_EXPIRE_S = 5  # a requeued job is held this long + 1 s (Slurm: at least 5; default 120)
 
 
 def available() -> str | None:
@@ -52,7 +60,7 @@ SlurmdPort={d_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={socket_path}
+AuthInfo=socket={socket_path},cred_expire={CRED_EXPIRE_S}
 CredType=cred/munge
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool/%n
@@ -65,6 +73,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=1
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
@@ -117,6 +126,20 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubsc
                 return
             time.sleep(1)
         raise RuntimeError("jobs still queued or running: " + self.run("squeue").stdout)
+
+    def diagnose(self) -> str:
+        """What Slurm says about its jobs and node, and the end of its logs: for a failing test's message."""
+        parts = []
+        for argv in (["squeue", "-a"], ["scontrol", "show", "job"], ["sinfo", "-N", "-l"]):
+            r = self.run(*argv, check=False)
+            parts.append(f"$ {' '.join(argv)}\n{r.stdout}{r.stderr}")
+        for name in ("slurmctld.log", "slurmd.log"):
+            try:
+                with open(os.path.join(self.root, "log", name)) as f:
+                    parts.append(f"--- {name} (end)\n" + "".join(f.readlines()[-25:]))
+            except OSError:
+                pass
+        return "\n".join(parts)
 
     def stop(self) -> None:
         subprocess.run(["scontrol", "shutdown"], env=self.env, capture_output=True, timeout=30)

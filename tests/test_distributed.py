@@ -17,7 +17,7 @@ from test_training import _inspect
 
 RUN = os.path.join(ROOT, "train", "run.py")
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
-COMMON = ["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--log-every", "2",
+COMMON = ["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--log-every", "2", "--warmup-steps", "1",
           "--wandb-mode", "offline", "--dist-timeout", "60"]
 RESNET18_GRAD_BYTES = 11_173_962 * 4
 
@@ -50,7 +50,7 @@ def _one_run_with_world_size_2(out_dir, name):
                and "train/loss" in r["history"]["item"]]
     assert len(windows) == 2
     for w in windows:
-        for key in COMM_STEP_KEYS + ["rank0/mem/max_allocated_bytes", "rank1/mem/max_allocated_bytes"]:
+        for key in COMM_STEP_KEYS + ["rank0/mem/rss_peak_bytes", "rank1/mem/rss_peak_bytes"]:  # CPU: peak RSS
             assert key in w, key
         assert w["comm/allreduce_bytes"] == 2 * RESNET18_GRAD_BYTES  # fp32 gradients, 2 steps a window
         assert w["comm/busbw_bytes_per_s"] == pytest.approx(w["comm/algbw_bytes_per_s"])  # 2(n-1)/n = 1 at n=2
@@ -142,30 +142,74 @@ def test_killing_a_worker_ends_the_job_non_zero_naming_the_rank_and_fails_the_wa
     assert summary["state"] == "failed"
 
 
-def test_sigusr1_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path):
-    """Slurm's warning signal reaches the launcher; its workers agree at a log window, checkpoint, exit 75;
-    the same command continues the one W&B run."""
+def _rank_pid(marker: str, rank: int) -> int | None:
+    """The pid of the worker with RANK=rank whose command line holds `marker` (its --out-dir)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and marker.encode() in cmdline:
+            return int(pid)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
+def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path, sig):
+    """Slurm's warning signal (SIGUSR1) or SIGTERM (time limit, scancel, preemption) reaches the launcher; its
+    workers agree at a log window, checkpoint, exit 75, and so does the launcher; the same command continues the
+    one W&B run. Under SIGTERM rank 0 is stalled (SIGSTOP) in the middle of writing its checkpoint: no rank may
+    leave before it has saved and finished W&B, or the elastic agent would SIGTERM it and SIGKILL it 30 s on."""
     cmd = [sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "12", "--batch-size", "4",
            "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "60", "--out-dir", str(tmp_path),
            "--name", "ddp-pre", "--resume", "auto"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "step 3/12" in line:
-            proc.send_signal(signal.SIGUSR1)
+            ranks = [_rank_pid(str(tmp_path), r) for r in (0, 1)]
+            proc.send_signal(sig)
             break
+    assert all(ranks), ranks
+    if sig == signal.SIGTERM:
+        saving = tmp_path / "ddp-pre" / f".checkpoint.pt.tmp-{socket.gethostname()}-{ranks[0]}"  # checkpoint.py's
+        deadline = time.time() + 60
+        while not saving.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.002)
+        assert saving.exists(), "rank 0 was not seen writing its checkpoint"
+        os.kill(ranks[0], signal.SIGSTOP)  # a slow save (a stalled file system, a big model)
+        try:
+            for _ in range(40):
+                time.sleep(0.1)
+                assert _alive(ranks[1]), "rank 1 left while rank 0 was still writing its checkpoint"
+        finally:
+            os.kill(ranks[0], signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-2000:]
-    assert "stopped by SIGUSR1" in out and "error" not in err.lower()
+    assert f"stopped by {sig.name}" in out and "error" not in err.lower()
+    assert not (tmp_path / "ddp-pre" / "result.json").exists()
     again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stdout
     segments = sorted((tmp_path / "ddp-pre" / "wandb").glob("offline-run-*"))
     assert len(segments) == 2
-    steps, ids = [], set()
+    steps, ids, states = [], set(), []
     for segment in segments:
-        ids.add(json.loads(_inspect(segment, "--summary"))["run_id"])
+        summary = json.loads(_inspect(segment, "--summary"))
+        ids.add(summary["run_id"])
+        states.append(summary["state"])
         for line in _inspect(segment).splitlines():
             record = json.loads(line)
             if record.get("type") == "history" and "train/loss" in record["history"]["item"]:
                 steps.append(record["history"]["item"]["train/step"])
     assert len(ids) == 1 and steps == list(range(1, 13))
+    assert states[-1] == "finished"

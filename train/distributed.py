@@ -3,6 +3,7 @@ communication hook, and the cross-rank gathers done at log time (never per step)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from train.errors import UsageError
+from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
 from train.metrics import Clock
 
 
@@ -82,7 +83,9 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
            argv: list[str]) -> int:
     """Start `gpus` workers of train/run.py on this node through PyTorch's elastic agent (torchrun's machinery).
 
-    Returns the job's exit status; a failed worker is named with its rank and how it ended.
+    Returns the job's exit status; a failed worker is named with its rank and how it ended. SIGTERM and SIGUSR1
+    (Slurm's warning, scancel, preemption) are passed on to the workers, which checkpoint and exit 75 together:
+    the job then exits 75 (EXIT_PREEMPTED), so that a script requeues it.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -90,21 +93,28 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
 
     if nodes > 1 and not rdzv_endpoint:
         raise UsageError(f"--nodes {nodes} needs --rdzv-endpoint HOST:PORT, the same on every node")
+    # The agent's own SIGTERM handling stops the workers (SIGTERM, then SIGKILL 30 s later) and ends the
+    # launcher with 143: SIGTERM is this function's to pass on, like SIGUSR1. torch < 2.9 has no
+    # signals_to_handle: there the agent keeps SIGTERM (the workers still checkpoint; the launcher says 143).
+    agent_signals = {"signals_to_handle": ",".join(s.name for s in _AGENT_SIGNALS)} \
+        if "signals_to_handle" in {f.name for f in dataclasses.fields(LaunchConfig)} else {}
     config = LaunchConfig(
         min_nodes=nodes, max_nodes=nodes, nproc_per_node=gpus,
         rdzv_backend="c10d", rdzv_endpoint=rdzv_endpoint or "localhost:0",
         run_id=rdzv_id or (os.environ.get("SLURM_JOB_ID") if nodes > 1 else None) or uuid.uuid4().hex[:12],
-        rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5,
+        rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5, **agent_signals,
     )
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
-    # Slurm's warning signal reaches this process; the workers are the ones that must checkpoint.
-    signal.signal(signal.SIGUSR1, lambda signum, frame: _signal_children(signum))
+    stop = _StopForwarder()
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         elastic_launch(config, sys.executable)("-u", script, *argv)
     except ChildFailedError as e:
         failures = sorted(e.failures.items())
         if all(f.exitcode == EXIT_PREEMPTED for _, f in failures):
             return EXIT_PREEMPTED  # every worker checkpointed; rank 0 said how to continue
+        if all(f.exitcode == EXIT_DIVERGED for _, f in failures):
+            return EXIT_DIVERGED  # every rank stopped at the same window; rank 0 recorded where
         usage = [(rank, f) for rank, f in failures if f.exitcode == 2]
         if usage:  # a usage error: rank 0 printed its line; another rank's comes from its error file
             rank, failure = usage[0]
@@ -119,25 +129,55 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
         text = "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in causes)
         if then:
             text += "; then " + "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in then)
+        if stop.signal is not None:
+            text += f" (after {signal.Signals(stop.signal).name}, passed on to the workers)"
         print(f"error: the {gpus * nodes}-process job failed because {text}", file=sys.stderr)
         return 1
-    except SignalException as e:  # SIGTERM to this process: the agent passed it on to the workers
+    except SignalException as e:
+        if e.sigval in STOP_SIGNALS:  # raised by _StopForwarder: no worker was running to pass it on to
+            print(f"stopped by {signal.Signals(e.sigval).name} while no worker was running: nothing to "
+                  "checkpoint; run the same command again", file=sys.stderr)
+            return EXIT_PREEMPTED
         print(f"error: the job was stopped by {signal.Signals(e.sigval).name}", file=sys.stderr)
         return 128 + e.sigval
     except Exception as e:  # noqa: BLE001 - rendezvous timeouts and the like, in one line
         print(f"error: the {gpus * nodes}-process job failed: {type(e).__name__}: "
               f"{str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
 COLLECTIVE_FAILED = "a collective failed"
-EXIT_PREEMPTED = 75  # as train/run.py: checkpointed on a signal, to be continued
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # checkpoint and exit 75 (train/run.py's StopRequest)
+_AGENT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # the elastic agent stops the workers
 
 
-def _signal_children(signum: int) -> None:
-    """Pass a signal to this process's children (the elastic agent's workers)."""
-    me = os.getpid()
+class _StopForwarder:
+    """The launcher's handler for STOP_SIGNALS: pass the signal on to the workers, which checkpoint and exit 75
+    (the job's status is then 75). With no worker running (still in rendezvous, or already gone) there is
+    nothing to checkpoint: stop the launch as the agent would, and launch() answers 75 all the same."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.passed_on = False
+
+    def __call__(self, signum, frame):
+        from torch.distributed.elastic.multiprocessing.api import SignalException
+
+        if self.signal is None:
+            self.signal = signum
+        if _signal_children(signum):
+            self.passed_on = True
+        elif not self.passed_on:
+            raise SignalException(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
+
+
+def _signal_children(signum: int) -> int:
+    """Pass a signal to this process's children (the elastic agent's workers); how many got it."""
+    me, sent = os.getpid(), 0
     for task in os.listdir(f"/proc/{me}/task"):
         try:
             children = open(f"/proc/{me}/task/{task}/children").read().split()
@@ -146,8 +186,10 @@ def _signal_children(signum: int) -> None:
         for pid in children:
             try:
                 os.kill(int(pid), signum)
+                sent += 1
             except (ProcessLookupError, ValueError):
                 pass
+    return sent
 
 
 def record_error(message: str) -> None:
@@ -225,6 +267,18 @@ def broadcast(ranks: Ranks, value):
     box = [value]
     dist.broadcast_object_list(box, src=0, group=_METRICS_GROUP)
     return box[0]
+
+
+def leave_together(ranks: Ranks) -> None:
+    """After a stop signal, on every rank once its part is done: wait until every rank (rank 0 last, having
+    written the checkpoint and finished the W&B run) is here, so that all exit 75 together.
+
+    A rank that exits first makes the elastic agent SIGTERM the others and SIGKILL them 30 s later (a fixed
+    grace in torch's PContext, not LaunchConfig.shutdown_timeout), rank 0 in the middle of saving included.
+    A barrier over gloo (the metrics group under NCCL), bounded by --dist-timeout; if rank 0 dies meanwhile it
+    fails at once and the rank ends as a collective failure, not as a checkpointed one."""
+    if ranks.enabled and ranks.world_size > 1 and dist.is_initialized():
+        dist.barrier(group=_METRICS_GROUP)
 
 
 def shutdown(ranks: Ranks) -> None:
