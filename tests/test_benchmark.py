@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -19,3 +20,8 @@ def test_quick_start_prints_ratios_to_fp32_and_the_reason_for_points_not_run(tmp
     assert "tf32 (resnet18, device): precision tf32 cannot run on cpu" in table
     runs = [d for d in os.listdir(tmp_path) if d.startswith("r18-")]
     assert len(runs) == 2 and all(os.path.exists(tmp_path / d / "checkpoint.pt") for d in runs)
+    # Each point ran in its own process, so its memory figure is its own peak RSS, not one shared by all points.
+    assert "peak RSS MiB" in table.splitlines()[0]
+    for run in runs:
+        result = json.load(open(tmp_path / run / "result.json"))
+        assert rows[result["precision"]][6] == f"{result['mem/rss_peak_bytes'] / 2**20:,.0f}"

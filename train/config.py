@@ -55,9 +55,38 @@ class RunConfig:
     rdzv_id: str | None = None
     dist_timeout: float = 600.0
     grad_compress: str = "none"
+    lr_scaling: str = "none"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Every setting that changes a run's result, in one place: a resumed run must match its checkpoint on each of
+# these, and the report compares runs as one experiment only when they match (the seed aside). The rest of
+# RunConfig (out-dir, names, logging, NVML rate, W&B mode, --max-steps, which may extend a run) may change.
+EXPERIMENT_FLAGS = ("depth", "precision", "dataset", "batch_size", "optimizer", "lr", "lr_scaling", "momentum",
+                    "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers", "grad_compress")
+
+
+def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: str) -> dict:
+    """The run's experiment identity: EXPERIMENT_FLAGS plus what the flags alone do not fix."""
+    out = {key: getattr(cfg, key) for key in EXPERIMENT_FLAGS}
+    if cfg.loader != "torch":
+        out["num_workers"] = None  # only the DataLoader path has workers (and their augmentation seeds)
+    out.update(world_size=world_size, train_images=train_images, device=device,
+               effective_lr=effective_lr(cfg, world_size))
+    return out
+
+
+def effective_lr(cfg: RunConfig, world_size: int) -> float:
+    """--lr, times the world size under --lr-scaling linear (the global batch grows with the GPU count)."""
+    return cfg.lr * world_size if cfg.lr_scaling == "linear" else cfg.lr
+
+
+def differences(saved: dict, now: dict) -> list[str]:
+    """'key: was A, now B' for every identity key that differs (keys missing on one side count)."""
+    return [f"{key} {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
+            if saved.get(key) != now.get(key)]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -146,7 +175,11 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
                    help="cosine: anneal per step from --lr to 0 over the run; constant: --lr throughout")
     t.add_argument("--warmup-steps", type=_non_negative_int, default=d.warmup_steps,
                    help="first steps left out of the run's images/s median (cuDNN autotuning, allocator warm-up)")
-    t.add_argument("--seed", type=int, default=d.seed, help="seed for weights, shuffling and augmentation")
+    t.add_argument("--lr-scaling", choices=("none", "linear"), default=d.lr_scaling,
+                   help="linear: multiply --lr by the number of processes (the global batch grows with them); "
+                   "the effective value is recorded in the config")
+    t.add_argument("--seed", type=int, default=d.seed,
+                   help="seed for weights, shuffling and augmentation (repeat a point over seeds to get its spread)")
 
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=("cifar10", "synthetic"), default=d.dataset,

@@ -75,6 +75,9 @@ def _split_from(paths: list[str]) -> Split:
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(lab) != len(data):
             raise UsageError(f"CIFAR-10 file {path} holds data of shape {data.shape} ({data.dtype}) and "
                              f"{len(lab)} labels, expected N x 3072 uint8 with N labels; {HOW_TO_GET}")
+        if len(lab) and (lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer)):  # floats, NaN, strings
+            raise UsageError(f"CIFAR-10 file {path} has labels of type {lab.dtype} (shape {lab.shape}), expected "
+                             f"whole numbers 0..9; {HOW_TO_GET}")
         if len(lab) and (lab.min() < 0 or lab.max() > 9):
             raise UsageError(f"CIFAR-10 file {path} has labels outside 0..9; {HOW_TO_GET}")
         images.append(data.reshape(-1, 3, 32, 32))

@@ -1,4 +1,7 @@
-"""The one error type the runner turns into a single line and exit status 2."""
+"""The runner's exit statuses, and the one error type it turns into a single line and exit status 2."""
+
+EXIT_DIVERGED = 3  # the training loss or weights became non-finite: a result, recorded; not to be retried
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1; run the same command to continue
 
 
 class UsageError(Exception):

@@ -15,8 +15,13 @@ import torch.nn.functional as F
 
 from train import checkpoint, distributed
 from train.distributed import Ranks
-from train.metrics import MemoryMonitor, StepTimer, Throughput
+from train.metrics import LostUpdates, MemoryMonitor, RunAggregates, StepTimer, Throughput
 from train.precision import Precision
+from train.state import Progress, TrainingState
+from train.tracking import STEP_PREFIXES
+
+# The step axis and the epoch counter are W&B's to keep; every other step metric's whole-run aggregates are ours.
+NOT_AGGREGATED = ("train/step", "epoch")
 
 
 @dataclass
@@ -36,18 +41,54 @@ class Training:
     log_every: int
     ckpt_every: int
     ckpt_path: str
-    ckpt_extra: dict  # config and run id, stored with every checkpoint
-    warmup_steps: int
-    images_per_step: int
+    ckpt_meta: dict  # config, run id and experiment identity, stored with every checkpoint
+    images_per_step: int  # the whole job's
+    progress: Progress
+    epoch_sums: EpochSums
+    throughput: Throughput
+    memory: MemoryMonitor
+    aggregates: RunAggregates
+    state: TrainingState  # every part above that a restart must keep, saved and restored as one
     sampler: object | None = None  # telemetry.NvmlSampler on GPUs with NVML
     ranks: Ranks = field(default_factory=Ranks)
     comm: object | None = None  # distributed.CommMeter under DDP
     stop: object | None = None  # run.StopRequest: a signal asked the run to checkpoint and exit
-    # Progress carried across a resume.
-    step: int = 0
-    train_time_s: float = 0.0
-    skipped_steps: int = 0
-    history: dict = field(default_factory=dict)
+
+    def log(self, metrics: dict) -> None:
+        self.aggregates.add(metrics)
+        self.tracker.log(metrics)
+
+
+class EpochSums:
+    """The current epoch's training loss and accuracy sums (on the device: no sync per step) and its training
+    time so far. Part of the training state, so an epoch split by a restart counts every one of its batches.
+
+    Under DDP the job's sums are summed over ranks when the run stops; rank 0 saves them, and on resume only
+    rank 0 takes them back (the others start from zero), so the epoch's all-reduce counts each batch once.
+    """
+
+    def __init__(self, device: torch.device, holds_job_totals: bool = True):
+        self.device = device
+        self.holds_job_totals = holds_job_totals
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self.seen = torch.zeros((), dtype=torch.long, device=self.device)
+        self.time_s = 0.0
+
+    def state_dict(self) -> dict:
+        return {"loss": self.loss.item(), "correct": int(self.correct.item()), "seen": int(self.seen.item()),
+                "time_s": self.time_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not self.holds_job_totals:
+            return
+        self.loss.fill_(state["loss"])
+        self.correct.fill_(state["correct"])
+        self.seen.fill_(state["seen"])
+        self.time_s = state["time_s"]
 
 
 class SkippedSteps:
@@ -85,27 +126,27 @@ def save_checkpoint(t: Training) -> int | None:
     """Rank 0 writes; returns the file's size there, None elsewhere."""
     if not t.ranks.is_main:
         return None
-    return checkpoint.save(t.ckpt_path, {
-        "model": getattr(t.model, "module", t.model).state_dict(),  # without DDP's "module." prefix
-        "optimizer": t.optimizer.state_dict(),
-        "scaler": t.scaler.state_dict(),
-        "scheduler": t.scheduler.state_dict(),
-        "loader": t.train_loader.state_dict(),
-        "rng": checkpoint.rng_state(),
-        "progress": {"step": t.step, "train_time_s": t.train_time_s, "skipped_steps": t.skipped_steps,
-                     "history": t.history},
-        **t.ckpt_extra,
-    })
+    return checkpoint.save(t.ckpt_path, {"state": t.state.state_dict(), **t.ckpt_meta})
+
+
+def _first_non_finite(losses: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
+    """On the device: (mean loss, index of the first step whose loss is not finite or -1, weights all finite)."""
+    stacked = torch.stack(losses).float()
+    bad = ~stacked.isfinite()
+    index = torch.where(bad.any(), bad.int().argmax(), torch.tensor(-1, device=stacked.device))
+    weights_ok = torch.stack([p.detach().isfinite().all() for p in params]).all()
+    return torch.stack([stacked.mean(), index.float(), weights_ok.float()])
 
 
 def fit(t: Training) -> dict:
-    """Train until --epochs or --max-steps; returns the run's summary values."""
-    model, policy, device = t.model, t.policy, t.device
-    timer, memory = StepTimer(device), MemoryMonitor(device)
-    throughput = Throughput(t.images_per_step, t.warmup_steps)
-    skipped = SkippedSteps(t.scaler, device, t.skipped_steps) if t.scaler.is_enabled() else None
-    window_loss = torch.zeros((), device=device)
-    window_steps = 0
+    """Train until --epochs or --max-steps, a stop signal or divergence; returns the run's summary values."""
+    model, policy, device, progress, sums = t.model, t.policy, t.device, t.progress, t.epoch_sums
+    progress.segments += 1
+    timer = StepTimer(device)
+    skipped = SkippedSteps(t.scaler, device, progress.skipped_steps) if t.scaler.is_enabled() else None
+    lost = LostUpdates(model)
+    params = lost.params
+    step_losses: list[torch.Tensor] = []  # this window's, on the device: no sync per step
     model.train()
     if t.sampler:
         t.sampler.discard()  # set-up (data to the device, W&B start) is not training
@@ -113,47 +154,54 @@ def fit(t: Training) -> dict:
     def stop_requested() -> bool:
         return bool(t.stop and t.stop.requested)
 
-    def log_window(epoch: int) -> bool:
-        """Log the window; True when some rank was asked to stop (every rank learns it from the gather)."""
-        nonlocal window_loss, window_steps
-        times = timer.collect()  # the one sync of the window
+    def log_window(epoch: int, stop_here: bool) -> str | None:
+        """Log the window; "diverged" or "stop" when the run must end here (every rank learns it from the
+        gather, so all ranks leave at the same window)."""
+        times = timer.collect()  # with the read below, the one sync of the window
         step_times = [s for s, _ in times]
-        throughput.add(step_times)
-        timing = throughput.window(step_times)
+        t.throughput.add(step_times)
+        timing = t.throughput.window(step_times)
+        loss_mean, bad_index, weights_ok = _first_non_finite(step_losses, params).tolist()
+        first_step = progress.step - len(step_losses) + 1
+        diverged_at = (first_step + int(bad_index) if bad_index >= 0 else progress.step) \
+            if bad_index >= 0 or not weights_ok else None
+        step_losses.clear()
         local = {
-            "train/loss": window_loss.item() / window_steps,
+            "train/loss": loss_mean,
             "train/step_time_s": timing["train/step_time_s"],
-            **memory.read_and_reset(),
+            **t.memory.read_and_reset(),
             **(t.sampler.window() if t.sampler else {}),
         }
-        windows = distributed.gather(t.ranks, {**local, "stop": stop_requested()})  # at log time only
+        windows = distributed.gather(t.ranks, {**local, "stop": stop_here, "diverged_at": diverged_at})
         metrics = {
-            "train/step": t.step,
+            "train/step": progress.step,
             "epoch": epoch,
             "train/lr": t.scheduler.get_last_lr()[0],
             **timing,
             "train/data_time_s": statistics.median(d for _, d in times),
             **local,
+            **lost.read(),
             **(t.comm.window() if t.comm else {}),
         }
         if t.ranks.world_size > 1:
             metrics.update(across_ranks(windows))
         if skipped is not None:
             metrics["amp/loss_scale"] = t.scaler.get_scale()
-            metrics["amp/skipped_steps"] = t.skipped_steps = int(skipped.count.item())
-        t.tracker.log(metrics)
-        t.console.progress(epoch, t.step, metrics["train/loss"], metrics["train/images_per_s"])
-        window_loss = torch.zeros((), device=device)
-        window_steps = 0
-        return any(w["stop"] for w in windows)
+            metrics["amp/skipped_steps"] = progress.skipped_steps = int(skipped.count.item())
+        t.log(metrics)
+        t.console.progress(epoch, progress.step, metrics["train/loss"], metrics["train/images_per_s"])
+        diverged = [w["diverged_at"] for w in windows if w["diverged_at"] is not None]
+        if diverged:
+            progress.diverged_at_step = min(diverged)
+            return "diverged"
+        return "stop" if any(w["stop"] for w in windows) else None
 
-    preempted = False
-    while t.step < t.total_steps and t.train_loader.epoch < t.epochs and not preempted:
+    ended = None  # "stop" (a signal: checkpoint, to be continued) or "diverged" (a result: the run is over)
+    while progress.step < t.total_steps and t.train_loader.epoch < t.epochs and not ended:
         epoch = t.train_loader.epoch
-        epoch_loss = torch.zeros((), device=device)
-        epoch_correct = torch.zeros((), dtype=torch.long, device=device)
-        epoch_seen = torch.zeros((), dtype=torch.long, device=device)
         started = time.perf_counter()
+        if not step_losses:
+            lost.before_step()  # outside the timed span: a copy of the weights for the window's first step
         timer.start()
         for x, y in t.train_loader:
             timer.data_ready()
@@ -172,67 +220,88 @@ def fit(t: Training) -> dict:
             if t.comm:
                 t.comm.end_step()
             loss = loss.detach()
-            window_loss += loss
-            epoch_loss += loss * len(y)
-            epoch_correct += (out.detach().argmax(1) == y).sum()
-            epoch_seen += len(y)
-            window_steps += 1
-            t.step += 1
+            step_losses.append(loss)
+            sums.loss += loss * len(y)
+            sums.correct += (out.detach().argmax(1) == y).sum()
+            sums.seen += len(y)
+            progress.step += 1
+            progress.images += len(y)
             timer.end()
+            lost.after_step()  # queued after the step's end mark; a no-op unless a copy was taken
             # One process stops at the next step; several agree at a log window, through its gather.
-            if t.step % t.log_every == 0 or (stop_requested() and not t.ranks.enabled):
-                if log_window(epoch):
-                    preempted = True
+            stop_here = stop_requested()
+            if progress.step % t.log_every == 0 or (stop_here and not t.ranks.enabled):
+                ended = log_window(epoch, stop_here)
+                if ended:
                     break
-            if t.step >= t.total_steps:
+            if progress.step >= t.total_steps:
                 break
+            if not step_losses:
+                lost.before_step()
             timer.start()
-        if window_steps and log_window(epoch):
-            preempted = True
-        if preempted:
-            t.train_time_s += time.perf_counter() - started  # the window's read synced the device
+        if step_losses and not ended:
+            ended = log_window(epoch, stop_requested())
+        if ended:
+            elapsed = time.perf_counter() - started  # the window's read synced the device
+            progress.train_time_s += elapsed
+            sums.time_s += elapsed
+            if ended == "stop":
+                distributed.sum_across(t.ranks, sums.loss, sums.correct, sums.seen)  # the job's, for rank 0 to save
             break
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        epoch_time = time.perf_counter() - started
-        t.train_time_s += epoch_time
+        elapsed = time.perf_counter() - started
+        progress.train_time_s += elapsed
+        epoch_time = sums.time_s + elapsed  # the whole epoch's, when a restart split it
 
-        epoch_metrics = {"train/step": t.step, "epoch": epoch + 1, "epoch/time_s": epoch_time}
-        distributed.sum_across(t.ranks, epoch_loss, epoch_correct, epoch_seen)
-        if epoch_seen.item():
-            epoch_metrics["train/acc"] = epoch_correct.item() / epoch_seen.item()
-            epoch_metrics["train/epoch_loss"] = epoch_loss.item() / epoch_seen.item()
+        epoch_metrics = {"train/step": progress.step, "epoch": epoch + 1, "epoch/time_s": epoch_time}
+        distributed.sum_across(t.ranks, sums.loss, sums.correct, sums.seen)
+        if sums.seen.item():
+            epoch_metrics["train/acc"] = sums.correct.item() / sums.seen.item()
+            epoch_metrics["train/epoch_loss"] = sums.loss.item() / sums.seen.item()
+        sums.reset()
         if t.test_loader is not None:
             epoch_metrics.update(evaluate(t))
             if t.sampler:
                 t.sampler.discard()  # evaluation is not training: keep it out of rates and energy per image
-            t.history["best_test_acc"] = max(t.history.get("best_test_acc", 0.0), epoch_metrics["test/acc"])
-            t.history["last_test_acc"] = epoch_metrics["test/acc"]
-        t.tracker.log(epoch_metrics)
+            progress.best_test_acc = max(progress.best_test_acc or 0.0, epoch_metrics["test/acc"])
+            progress.last_test_acc = epoch_metrics["test/acc"]
+        t.log(epoch_metrics)
         t.console.say("epoch {}/{} done in {:.1f}s: {}".format(
             epoch + 1, t.epochs, epoch_time,
             ", ".join(f"{k} {v:.4f}" for k, v in epoch_metrics.items() if k.startswith(("train/acc", "test/")))
             or "no evaluation (synthetic data)"))
         finished_epoch = t.train_loader.step == 0
         if t.ckpt_every and finished_epoch and t.train_loader.epoch % t.ckpt_every == 0 \
-                and t.step < t.total_steps and t.train_loader.epoch < t.epochs:
+                and progress.step < t.total_steps and t.train_loader.epoch < t.epochs:
             save_checkpoint(t)
 
-    images_trained = len(throughput.step_times) * t.images_per_step // t.ranks.world_size  # this GPU's
-    run_median = throughput.run_median()
-    if preempted:
-        return {"preempted": True, "train/steps": t.step}
+    if ended == "stop":
+        return {"preempted": True, "train/steps": progress.step}
+    return summary(t)
+
+
+def summary(t: Training) -> dict:
+    """The whole run's figures, from the training state: the same for a run resumed five times as for an
+    unbroken one (timing noise aside)."""
+    p = t.progress
+    timing = t.throughput.summary()
+    ips = timing["train/images_per_s"]
     return {
-        **(t.sampler.summary(images_trained) if t.sampler else {}),
-        "train/images_per_s": run_median,
-        "train/images_per_s_per_gpu": run_median / t.ranks.world_size if run_median else None,
-        "time/train_s": t.train_time_s,
-        "train/steps": t.step,
-        "mem/peak_allocated_bytes": memory.run_peak_allocated,
-        "mem/peak_reserved_bytes": memory.run_peak_reserved,
-        "amp/skipped_steps": t.skipped_steps if skipped is not None else None,
-        "test/best_acc": t.history.get("best_test_acc"),
-        "test/last_acc": t.history.get("last_test_acc"),
+        **t.aggregates.summary([k for k in t.aggregates.keys(STEP_PREFIXES) if k not in NOT_AGGREGATED]),
+        **t.aggregates.summary(["test/acc"], fields=("max", "last")),
+        **(t.sampler.summary(p.images) if t.sampler else {}),
+        **timing,
+        "train/images_per_s_per_gpu": ips / t.ranks.world_size if ips else None,
+        "time/train_s": p.train_time_s,
+        "train/steps": p.step,
+        "train/images": p.images * t.ranks.world_size,
+        "train/segments": p.segments,
+        "train/diverged_at_step": p.diverged_at_step,
+        **t.memory.peaks,
+        "amp/skipped_steps": p.skipped_steps if t.scaler.is_enabled() else None,
+        "test/best_acc": p.best_test_acc,
+        "test/last_acc": p.last_test_acc,
     }
 
 
@@ -242,9 +311,10 @@ def across_ranks(windows: list[dict]) -> dict:
         "train/loss": sum(w["train/loss"] for w in windows) / len(windows),
         "dist/step_time_max_s": max(w["train/step_time_s"] for w in windows),
         "dist/step_time_min_s": min(w["train/step_time_s"] for w in windows),
-        "mem/max_allocated_bytes": max(w["mem/max_allocated_bytes"] for w in windows),
-        "mem/max_reserved_bytes": max(w["mem/max_reserved_bytes"] for w in windows),
     }
+    for key in windows[0]:
+        if key.startswith("mem/"):  # allocator peaks on GPUs, peak RSS on CPUs: the job's is the max over ranks
+            out[key] = max(w[key] for w in windows)
     for rank, w in enumerate(windows):
         for key, value in w.items():
             if key.startswith("mem/") or key.endswith("_bytes_per_s"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import time
@@ -80,35 +81,58 @@ def quantile(values: list[float], q: float) -> float:
 
 
 class MemoryMonitor:
-    """Allocator peaks since the last read (CUDA), or the process's peak RSS (CPU: cannot be reset)."""
+    """Memory peaks of this run, kept across resumes.
+
+    CUDA: allocator peaks per window (reset after each read, and once at the start so that nothing allocated
+    before this run, e.g. an earlier benchmark point in the same process, counts). CPU has no allocator peak:
+    the process's peak RSS is what there is, and it cannot be reset, so it is reported under its own name and
+    never as a per-precision allocator figure.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.run_peak_allocated = 0
-        self.run_peak_reserved = 0
+        self.peaks: dict[str, int] = {}  # summary key -> bytes, max over every segment of the run
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
     def read_and_reset(self) -> dict:
         if self.device.type == "cuda":
-            allocated = torch.cuda.max_memory_allocated(self.device)
-            reserved = torch.cuda.max_memory_reserved(self.device)
+            window = {"mem/max_allocated_bytes": torch.cuda.max_memory_allocated(self.device),
+                      "mem/max_reserved_bytes": torch.cuda.max_memory_reserved(self.device)}
             torch.cuda.reset_peak_memory_stats(self.device)
+            run = {"mem/peak_allocated_bytes": window["mem/max_allocated_bytes"],
+                   "mem/peak_reserved_bytes": window["mem/max_reserved_bytes"]}
         else:
-            allocated = reserved = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-        self.run_peak_allocated = max(self.run_peak_allocated, allocated)
-        self.run_peak_reserved = max(self.run_peak_reserved, reserved)
-        return {"mem/max_allocated_bytes": allocated, "mem/max_reserved_bytes": reserved}
+            window = {"mem/rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # KiB
+            run = dict(window)
+        for key, value in run.items():
+            self.peaks[key] = max(self.peaks.get(key, 0), value)
+        return window
+
+    def state_dict(self) -> dict:
+        return {"peaks": dict(self.peaks)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.peaks = dict(state["peaks"])
 
 
 class Throughput:
-    """Images/s per step over the whole run, for the run's median with warm-up steps left out."""
+    """The run's step-time distribution for its images/s median, kept across resumes.
+
+    The first `warmup_steps` steps of every process (segment) are left out: after a restart cuDNN autotunes
+    and the allocator warms up again, so a resumed run times the same steady state as an unbroken one.
+    """
 
     def __init__(self, images_per_step: int, warmup_steps: int):
         self.images_per_step = images_per_step
         self.warmup_steps = warmup_steps
-        self.step_times: list[float] = []
+        self.timed: list[float] = []  # step times after each segment's warm-up, whole run
+        self._seen_this_segment = 0
 
     def add(self, step_times: list[float]) -> None:
-        self.step_times.extend(step_times)
+        skip = max(0, self.warmup_steps - self._seen_this_segment)
+        self._seen_this_segment += len(step_times)
+        self.timed.extend(step_times[skip:])
 
     def window(self, step_times: list[float]) -> dict:
         median = statistics.median(step_times)
@@ -118,9 +142,107 @@ class Throughput:
             "train/images_per_s": self.images_per_step / median,
         }
 
-    def run_median(self) -> float | None:
-        """Median images/s after the warm-up steps; a run shorter than that keeps all but its first step."""
-        if not self.step_times:
-            return None
-        skip = min(self.warmup_steps, len(self.step_times) - 1)
-        return self.images_per_step / statistics.median(self.step_times[skip:])
+    def summary(self) -> dict:
+        """Median images/s over the timed steps; None when no step was timed (a run too short to measure)."""
+        if not self.timed:
+            return {"train/images_per_s": None, "train/step_time_s": None, "train/timed_steps": 0}
+        median = statistics.median(self.timed)
+        return {"train/images_per_s": self.images_per_step / median, "train/step_time_s": median,
+                "train/timed_steps": len(self.timed)}
+
+    def state_dict(self) -> dict:
+        return {"timed": torch.tensor(self.timed, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.timed = state["timed"].tolist()
+
+
+class RunAggregates:
+    """mean/min/max/last of every logged number over the whole run, kept across resumes.
+
+    W&B's define_metric summaries cover only the process that logged them, and a study's runs are several
+    processes in a row; the runner writes these whole-run aggregates into the summary instead, in the same shape.
+    """
+
+    def __init__(self):
+        self.stats: dict[str, list[float]] = {}  # key -> [count, sum, min, max, last]
+
+    def add(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            s = self.stats.get(key)
+            if s is None:
+                self.stats[key] = [1, value, value, value, value]
+            else:
+                s[0] += 1
+                s[1] += value
+                s[2] = min(s[2], value)
+                s[3] = max(s[3], value)
+                s[4] = value
+
+    def summary(self, keys, fields=("mean", "min", "max", "last")) -> dict:
+        out = {}
+        for key in keys:
+            s = self.stats.get(key)
+            if s is not None:
+                values = {"mean": s[1] / s[0], "min": s[2], "max": s[3], "last": s[4]}
+                out[key] = {f: values[f] for f in fields}
+        return out
+
+    def keys(self, prefixes) -> list[str]:
+        return [k for k in self.stats if k.split("/")[0] in prefixes]
+
+    def state_dict(self) -> dict:
+        return {"stats": {k: list(v) for k, v in self.stats.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats = {k: list(v) for k, v in state["stats"].items()}
+
+
+class LostUpdates:
+    """The share of weight elements whose update one optimizer step rounded away: gradient non-zero (and
+    finite), weight bit-identical afterwards. Pure fp16/bf16 keep no fp32 master weights, so an update
+    smaller than half a unit in the last place of the weight vanishes; this makes that visible.
+
+    Measured on one step per log window: a copy of the weights before the step and a few whole-tensor ops
+    after it, all queued on the device; the counts are read with the window's one sync.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self._before: list[torch.Tensor] | None = None
+        self._counts: torch.Tensor | None = None  # (lost, eligible, steps that changed nothing)
+
+    def before_step(self) -> None:
+        self._before = [p.detach().clone() for p in self.params]
+
+    def after_step(self) -> None:
+        if self._before is None:
+            return
+        lost = eligible = changed = None
+        for p, old in zip(self.params, self._before):
+            g = p.grad
+            if g is None:
+                continue
+            moving = (g != 0) & g.isfinite()
+            same = p.detach() == old
+            n_lost, n_eligible = (moving & same).sum(), moving.sum()
+            n_changed = (~same).sum()
+            lost = n_lost if lost is None else lost + n_lost
+            eligible = n_eligible if eligible is None else eligible + n_eligible
+            changed = n_changed if changed is None else changed + n_changed
+        self._before = None
+        if lost is not None:
+            self._counts = torch.stack([lost, eligible, changed])
+
+    def read(self) -> dict:
+        """{precision/lost_update_frac} for the measured step, or {} (none measured, or a step the loss
+        scaler skipped: nothing changed because nothing was applied, which is not rounding)."""
+        counts, self._counts = self._counts, None
+        if counts is None:
+            return {}
+        lost, eligible, changed = counts.tolist()
+        if eligible == 0 or changed == 0:
+            return {}
+        return {"precision/lost_update_frac": lost / eligible}

@@ -119,13 +119,19 @@ def _probe_step(policy: Precision, device: torch.device) -> None:
 
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
-    """Fused kernels: one launch per step, and GradScaler then hands them its scale and inf flag as tensors
-    (no host sync per step) and accepts fp16 gradients, which pure-fp16 training needs."""
-    params = model.parameters()
+    """Fused kernels on CUDA: one launch per step, and GradScaler then hands them its scale and inf flag as
+    tensors (no host sync per step) and accepts fp16 gradients, which pure-fp16 training needs.
+
+    Not on CPU: there a step costs no launches and no sync, and the fused CPU kernels have dropped updates
+    (torch 2.13: one fused SGD step on a bf16 tensor changed 0.8% of its elements, 100% on 2.15; a pure bf16
+    ResNet-18 changed none of its conv/linear weights). The plain implementation is the reference one.
+    """
+    params = list(model.parameters())
+    fused = params[0].device.type == "cuda"
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     raise UsageError(f"unknown optimizer {name!r}")
 
 

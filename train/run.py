@@ -5,6 +5,7 @@ parse flags -> check device and precision -> data -> model -> W&B run -> loop.fi
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import platform
 import secrets
 import signal
 import string
+import subprocess
 import sys
 
 if __package__ in (None, ""):  # run as a script: make `train` importable from the repository root
@@ -20,16 +22,15 @@ if __package__ in (None, ""):  # run as a script: make `train` importable from t
 import torch
 
 from train import checkpoint, data, distributed, precision, telemetry
-from train.config import RunConfig, check_out_dir, parse_args
+from train.config import RunConfig, check_out_dir, differences, experiment, parse_args
 from train.console import Console
-from train.errors import UsageError
-from train.loop import Training, fit, save_checkpoint
+from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
+from train.loop import EpochSums, Training, fit, save_checkpoint
+from train.metrics import MemoryMonitor, RunAggregates, Throughput
 from train.models import count_params, forward_flops_per_image, resnet
 from train.peaks import peak_flops
+from train.state import Progress, RngState, TrainingState
 from train.tracking import NullTracker, Tracker, choose_mode
-
-# What a resumed run must share with its checkpoint: the experiment itself.
-SAME_EXPERIMENT = ("depth", "precision", "dataset", "batch_size", "optimizer", "loader", "seed")
 
 
 def pick_device(choice: str) -> torch.device:
@@ -47,7 +48,6 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-EXIT_PREEMPTED = distributed.EXIT_PREEMPTED  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1; run it again
 
 
 class StopRequest:
@@ -118,69 +118,110 @@ def run_identity(cfg: RunConfig) -> tuple[str, str, str]:
 
 
 def resolve_auto_resume(cfg: RunConfig) -> str | None:
-    """--resume auto: continue OUT_DIR/NAME if it holds a checkpoint, start it if not; "finished" if it is done.
+    """--resume auto: OUT_DIR/NAME if it holds a run (to continue, or to skip if it ended), None to start it.
     What sweeps and requeued Slurm jobs use, so that running the same command again is always right."""
     agent_id = os.environ.get("WANDB_RUN_ID")
     if not cfg.name and not agent_id:
         raise UsageError("--resume auto needs --name (or a W&B agent's $WANDB_RUN_ID): it continues OUT_DIR/NAME")
     cfg.name = cfg.name or default_name(cfg, agent_id)
     run_dir = os.path.join(cfg.out_dir, cfg.name)
-    if os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE)):
-        return "finished"
-    return run_dir if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)) else None
+    has_run = _ended_run(run_dir) or os.path.exists(os.path.join(run_dir, checkpoint.FILENAME))
+    return run_dir if has_run else None
 
 
 def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None = None) -> dict:
     if cfg.resume == "auto":
         cfg.resume = resolve_auto_resume(cfg)
-        if cfg.resume == "finished":
-            print(f"{os.path.join(cfg.out_dir, cfg.name)} has already finished; nothing to do")
+    if cfg.resume:
+        run_dir = cfg.resume if os.path.isdir(cfg.resume) else os.path.dirname(os.path.abspath(cfg.resume))
+        if _ended_run(run_dir):
+            # A run that reached its end (or diverged) is a result: never run again, never rewritten.
+            print(f"{run_dir} has already ended ({_how_it_ended(run_dir)}); nothing to do")
             return {"finished_before": True}
+        cfg.resume = checkpoint.resolve(cfg.resume)
     if worker is not None:
         ranks, device = distributed.init(worker, cfg.device, cfg.dist_timeout)
     else:
         ranks, device = distributed.Ranks(), pick_device(cfg.device)
     try:
-        return _train(cfg, ranks, device, stop or StopRequest())
+        result = _train(cfg, ranks, device, stop or StopRequest())
+        if result.get("preempted"):
+            # Every rank exits 75 only once rank 0 has saved and finished W&B: one leaving first gets the
+            # elastic agent to SIGTERM the others, and SIGKILL them 30 s later.
+            distributed.leave_together(ranks)
+        return result
     finally:
         distributed.shutdown(ranks)
 
 
+def _ended_run(run_dir: str) -> str | None:
+    return run_dir if os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE)) else None
+
+
+def _how_it_ended(run_dir: str) -> str:
+    try:
+        with open(os.path.join(run_dir, checkpoint.RESULT_FILE)) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return f"{checkpoint.RESULT_FILE} present"
+    if result.get("train/diverged_at_step"):
+        return f"diverged at step {result['train/diverged_at_step']}"
+    return f"finished at step {result.get('train/steps')}"
+
+
+def provenance() -> dict:
+    """Which code produced the run: the suite's git commit and whether it had local changes, and when."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = dirty = None
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        if commit:
+            status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout, or no git: unknown, said as such
+    return {"git_commit": commit, "git_dirty": dirty,
+            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest) -> dict:
+    # Everything that can be refused is checked before anything is written.
     policy = precision.get(cfg.precision)
     backend_flags = policy.set_backend_flags()
     policy.check_device(device)
     check_out_dir(cfg.out_dir)
+    if cfg.dataset == "cifar10":
+        train_split, test_split = data.load_cifar10(cfg.data_dir, cfg.download)
+    else:
+        train_split, test_split = data.synthetic(cfg.seed), None  # random labels: nothing to evaluate
+    identity = experiment(cfg, world_size=ranks.world_size, train_images=len(train_split), device=device.type)
 
     resumed = None
     if cfg.resume:
-        ckpt_path = checkpoint.resolve(cfg.resume)
-        resumed = checkpoint.load(ckpt_path)
-        for key in SAME_EXPERIMENT:
-            if resumed["config"].get(key) != getattr(cfg, key):
-                raise UsageError(f"--resume {cfg.resume}: the checkpoint's {key} is {resumed['config'].get(key)!r}, "
-                                 f"this command's is {getattr(cfg, key)!r}")
-        run_id, run_dir = resumed["run_id"], os.path.dirname(os.path.abspath(ckpt_path))
+        resumed = checkpoint.load(cfg.resume)
+        changed = differences(resumed["experiment"], identity)
+        if changed:
+            raise UsageError(f"--resume {cfg.resume}: this command is a different experiment from the checkpoint's "
+                             f"({'; '.join(changed)}); only output, logging and --max-steps may change")
+        run_id, run_dir = resumed["run_id"], os.path.dirname(os.path.abspath(cfg.resume))
         name = resumed["config"].get("name") or os.path.basename(run_dir)
     else:
         # Rank 0 names the run; every rank learns the name or the reason it could not.
         try:
-            identity = run_identity(cfg) if ranks.is_main else None
+            named = run_identity(cfg) if ranks.is_main else None
         except UsageError as e:
-            identity = str(e)
-        identity = distributed.broadcast(ranks, identity)
-        if isinstance(identity, str):
-            raise UsageError(identity)
-        run_id, name, run_dir = identity
+            named = str(e)
+        named = distributed.broadcast(ranks, named)
+        if isinstance(named, str):
+            raise UsageError(named)
+        run_id, name, run_dir = named
     ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    if cfg.dataset == "cifar10":
-        train_split, test_split = data.load_cifar10(cfg.data_dir, cfg.download)
-    else:
-        train_split, test_split = data.synthetic(cfg.seed), None  # random labels: nothing to evaluate
     loader_args = dict(batch_size=cfg.batch_size, device=device, dtype=policy.input_dtype,
                        memory_format=memory_format, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size)
     if cfg.loader == "device":
@@ -196,10 +237,9 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     params = count_params(model)
     forward_flops = forward_flops_per_image(model)
     model = policy.prepare(model.to(device, memory_format=memory_format))
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])  # before DDP, which broadcasts rank 0's weights
-    model, comm = distributed.wrap_model(model, ranks, device, cfg.grad_compress)
-    optimizer = precision.make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    bare_model = model
+    lr = identity["effective_lr"]
+    optimizer = precision.make_optimizer(model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay)
     scaler = policy.grad_scaler(device.type)
     schedule_steps = cfg.epochs * len(train_loader)
     # --max-steps stops early on the full run's schedule, so a stopped-and-resumed run matches an unbroken one.
@@ -215,6 +255,9 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         **cfg.as_dict(),
         "name": name,
         "run_dir": run_dir,
+        "experiment": identity,
+        "effective_lr": lr,
+        "provenance": provenance(),
         "precision_settings": {**policy.settings(backend_flags), "memory_format": str(memory_format)},
         "model": {"arch": f"resnet{cfg.depth}", "params": params, "forward_flops_per_image": forward_flops,
                   "train_flops_per_image": 3 * forward_flops},
@@ -231,6 +274,17 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
                 f"{' (synthetic)' if test_split is None else ''}, {total_steps:,} steps of {cfg.batch_size}"
                 f"{' per process' if ranks.enabled else ''}")
     sampler, config["nvml"] = telemetry.open_for_run(device, cfg.nvml_hz, console.say)
+
+    progress, epoch_sums, memory = Progress(), EpochSums(device, ranks.is_main), MemoryMonitor(device)
+    throughput, aggregates = Throughput(cfg.batch_size * ranks.world_size, cfg.warmup_steps), RunAggregates()
+    state = TrainingState({"model": bare_model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler,
+                           "loader": train_loader, "rng": RngState(), "progress": progress, "epoch": epoch_sums,
+                           "throughput": throughput, "memory": memory, "aggregates": aggregates, "nvml": sampler})
+    if resumed is not None:
+        state.load_state_dict(resumed["state"])  # before DDP, which broadcasts rank 0's weights
+        console.say(f"resumed from {ckpt_path} at step {progress.step} (epoch {train_loader.epoch + 1}, "
+                    f"segment {progress.segments + 1})")
+    model, comm = distributed.wrap_model(model, ranks, device, cfg.grad_compress)
     if ranks.is_main:
         tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
                           entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
@@ -242,47 +296,49 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     t = Training(model=model, policy=policy, device=device, train_loader=train_loader, test_loader=test_loader,
                  optimizer=optimizer, scaler=scaler, scheduler=scheduler, tracker=tracker, console=console,
                  epochs=cfg.epochs, total_steps=total_steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
-                 ckpt_path=ckpt_path, ckpt_extra={"config": cfg.as_dict() | {"name": name}, "run_id": run_id},
-                 warmup_steps=cfg.warmup_steps, images_per_step=cfg.batch_size * ranks.world_size,
-                 sampler=sampler, ranks=ranks, comm=comm, stop=stop)
-    if resumed is not None:
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        train_loader.load_state_dict(resumed["loader"])
-        checkpoint.set_rng_state(resumed["rng"])
-        progress = resumed["progress"]
-        t.step, t.train_time_s = progress["step"], progress["train_time_s"]
-        t.skipped_steps, t.history = progress["skipped_steps"], progress["history"]
-        console.say(f"resumed from {ckpt_path} at step {t.step} (epoch {train_loader.epoch + 1})")
+                 ckpt_path=ckpt_path, ckpt_meta={"config": cfg.as_dict() | {"name": name}, "run_id": run_id,
+                                                 "experiment": identity},
+                 images_per_step=cfg.batch_size * ranks.world_size, progress=progress, epoch_sums=epoch_sums,
+                 throughput=throughput,
+                 memory=memory, aggregates=aggregates, state=state, sampler=sampler, ranks=ranks, comm=comm,
+                 stop=stop)
 
     exit_code = 1
     try:
         summary = fit(t)
         size = save_checkpoint(t)
         if summary.get("preempted"):
-            console.say(f"stopped by {signal.Signals(stop.signal).name} at step {t.step}: checkpoint at {ckpt_path}; "
-                        "run the same command (with --resume auto, or --resume RUN_DIR) to continue this W&B run")
+            console.say(f"stopped by {signal.Signals(stop.signal).name} at step {progress.step}: checkpoint at "
+                        f"{ckpt_path}; run the same command (with --resume auto, or --resume RUN_DIR) to continue "
+                        "this W&B run")
             tracker.preempting()
             exit_code = EXIT_PREEMPTED
             return {**summary, "run_dir": run_dir, "run_id": run_id}
-        state = getattr(model, "module", model).state_dict()
+        state_dict = bare_model.state_dict()
         summary.update({"model/params": params, "ckpt/size_bytes": size,
-                        "model/size_bytes": sum(v.numel() * v.element_size() for v in state.values())})
+                        "model/size_bytes": sum(v.numel() * v.element_size() for v in state_dict.values())})
         tracker.summarise(summary)
         if cfg.ckpt_artifact:
-            tracker.log_checkpoint(ckpt_path, size, aliases=["latest", f"step-{t.step}"])
-        exit_code = 0
+            tracker.log_checkpoint(ckpt_path, size, aliases=["latest", f"step-{progress.step}"])
+        exit_code = EXIT_DIVERGED if progress.diverged_at_step is not None else 0
     finally:
         if sampler is not None:
             sampler.stop()
         tracker.finish(exit_code)
     result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
-              "device": device.type}
+              "device": device.type, "end": "diverged" if exit_code == EXIT_DIVERGED else "finished"}
     if ranks.is_main:
         write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
-        console.say(f"done: {summary['train/images_per_s'] or 0:,.0f} img/s (median), "
-                    f"{summary['time/train_s']:.1f}s training, checkpoint {size / 2**20:.1f} MiB at {ckpt_path}")
+        if exit_code == EXIT_DIVERGED:
+            console.say(f"diverged: the training loss (or a weight) was not finite at step "
+                        f"{progress.diverged_at_step}; the run ends here as a result (exit {EXIT_DIVERGED}), "
+                        f"recorded in {os.path.join(run_dir, checkpoint.RESULT_FILE)}")
+        else:
+            ips, timed = summary["train/images_per_s"], summary["train/timed_steps"]
+            rate = f"{ips:,.0f} img/s (median of {timed} timed steps)" if ips else \
+                f"img/s not measured (all {progress.step} steps were warm-up: see --warmup-steps)"
+            console.say(f"done: {rate}, {summary['time/train_s']:.1f}s training, checkpoint {size / 2**20:.1f} MiB "
+                        f"at {ckpt_path}")
     return result
 
 
@@ -333,6 +389,8 @@ def _main(argv: list[str], worker: dict | None) -> int:
         result = train(cfg, worker, stop)
         if result.get("preempted"):
             return EXIT_PREEMPTED
+        if result.get("end") == "diverged":
+            return EXIT_DIVERGED
     except UsageError as e:
         if worker is None or worker["rank"] == 0:  # one line for the job, not one per rank
             print(f"error: {e}", file=sys.stderr)

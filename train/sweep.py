@@ -28,7 +28,7 @@ import yaml
 
 from train.checkpoint import RESULT_FILE
 from train.config import OneLineParser, build_parser as runner_parser, positive_int
-from train.errors import UsageError
+from train.errors import EXIT_DIVERGED, UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARRAY_SCRIPT = os.path.join(ROOT, "sweeps", "slurm", "offline_array.sbatch")
@@ -78,7 +78,7 @@ def grid(config: dict) -> list[dict]:
 def point_name(sweep: str, point: dict) -> tuple[str, str]:
     """(folder/run name, W&B run id): fixed for a point of a sweep, so reruns find it again."""
     digest = hashlib.sha1(json.dumps([sweep, point], sort_keys=True).encode()).hexdigest()
-    readable = "-".join(f"{k}{v}" for k, v in point.items() if k in ("depth", "precision", "gpus"))
+    readable = "-".join(f"{k}{v}" for k, v in point.items() if k in ("depth", "precision", "gpus", "seed"))
     return f"{readable}-{digest[:6]}" if readable else digest[:12], digest[:8]
 
 
@@ -101,6 +101,7 @@ def command(config: dict, point: dict, out_dir: str) -> tuple[list[str], str, st
 
 
 def finished(out_dir: str, name: str) -> bool:
+    """The point ended: finished, or diverged (its result.json says which)."""
     return os.path.exists(os.path.join(out_dir, name, RESULT_FILE))
 
 
@@ -114,7 +115,7 @@ def cmd_list(config: dict, out_dir: str) -> int:
 
 def cmd_local(config: dict, out_dir: str) -> int:
     points = grid(config)
-    failed = skipped = 0
+    failed = skipped = diverged = 0
     for i, point in enumerate(points, 1):
         argv, name, run_id = command(config, point, out_dir)
         if finished(out_dir, name):
@@ -123,12 +124,15 @@ def cmd_local(config: dict, out_dir: str) -> int:
             continue
         print(f"[{i}/{len(points)}] {name}: {shlex.join(argv[1:])}", flush=True)
         code = subprocess.call(argv, env={**os.environ, "WANDB_RUN_ID": run_id, "WANDB_MODE": "offline"})
-        if code != 0:
+        if code == EXIT_DIVERGED:  # a result, recorded in its result.json: done, not to be retried
+            print(f"[{i}/{len(points)}] {name}: diverged (a result; not retried)", flush=True)
+            diverged += 1
+        elif code != 0:
             print(f"[{i}/{len(points)}] {name}: exited with status {code}", flush=True)
             failed += 1
     ran = len(points) - skipped
-    print(f"{ran} point(s) run, {skipped} skipped as finished, {failed} failed; runs in {out_dir}; "
-          f"upload with: wandb sync {out_dir}/*/wandb/offline-run-*")
+    print(f"{ran} point(s) run, {skipped} skipped as finished, {diverged} diverged, {failed} failed; runs in "
+          f"{out_dir}; upload with: wandb sync {out_dir}/*/wandb/offline-run-*")
     return 1 if failed else 0
 
 
@@ -177,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list: print the points as JSON lines in W&B's grid order; local: run them here one after "
                    "another; slurm: submit one job array per GPU count and print the job ids")
     p.add_argument("--out-dir", help="where the runs go (default: runs/<sweep name>)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="repeat every point once per seed (replaces the sweep's seed values); points with a seed "
+                   "already run keep their folders and W&B ids")
     s = p.add_argument_group("slurm")
     s.add_argument("--gpu-request", choices=("gres", "none"), default="gres",
                    help="gres (default): each task asks for --gres=gpu:N; none: no GPU request (CPU clusters)")
@@ -191,6 +198,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load(args.sweep)
+        if args.seeds:
+            config["parameters"]["seed"] = {"values": list(dict.fromkeys(args.seeds))}
         out_dir = os.path.abspath(args.out_dir or os.path.join("runs", str(config["name"])))
         if args.action == "list":
             return cmd_list(config, out_dir)

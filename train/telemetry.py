@@ -96,7 +96,8 @@ class NvmlSampler:
         self.stopped_reason: str | None = None
         self._failures = 0
         self._reset_window()
-        self._run = {"power": [], "sm_clock_mhz": [], "util_pct": [], "memory_used": 0.0}
+        # Whole-run means as (sum, count), totals in the counters: kept across resumes by state_dict.
+        self._run = {"power": [0.0, 0], "sm_clock_mhz": [0.0, 0], "util_pct": [0.0, 0], "memory_used": 0.0}
         self._probe()
 
     # ---- setup -----------------------------------------------------------------------------------
@@ -267,13 +268,11 @@ class NvmlSampler:
                     out[key] = sum(w[f"{name}_fallback"]) / len(w[f"{name}_fallback"])
             if "energy" in counters and counters["energy"].seconds > 0:
                 out["nvml/energy_j"] = counters["energy"].delta
-            if w["power"]:
-                out["nvml/power_w"] = sum(w["power"]) / len(w["power"])
-                self._run["power"].extend(w["power"])
-            for name in ("sm_clock_mhz", "util_pct"):
+            for name in ("power", "sm_clock_mhz", "util_pct"):
                 if w[name]:
-                    out[f"nvml/{name}"] = sum(w[name]) / len(w[name])
-                    self._run[name].extend(w[name])
+                    out["nvml/power_w" if name == "power" else f"nvml/{name}"] = sum(w[name]) / len(w[name])
+                    self._run[name][0] += sum(w[name])
+                    self._run[name][1] += len(w[name])
             if w["temperature_c"]:
                 out["nvml/temperature_c"] = max(w["temperature_c"])
             if "memory_used" in self.gauges and w["memory_used"]:
@@ -306,14 +305,32 @@ class NvmlSampler:
             if images:
                 out["nvml/energy_per_image_j"] = energy.total / images
         for name in ("power", "sm_clock_mhz", "util_pct"):
-            if self._run[name]:
-                key = "nvml/power_w_mean" if name == "power" else f"nvml/{name}_mean"
-                out[key] = sum(self._run[name]) / len(self._run[name])
+            total, count = self._run[name]
+            if count:
+                out["nvml/power_w_mean" if name == "power" else f"nvml/{name}_mean"] = total / count
         if self._run["memory_used"]:
             out["nvml/memory_used_bytes_max"] = self._run["memory_used"]
         if self.stopped_reason:
             out["nvml/stopped"] = self.stopped_reason
         return out
+
+    def state_dict(self) -> dict:
+        """The run's totals so far (what a resumed run adds to), not the live counter readings."""
+        with self._lock:
+            return {"counters": {n: [c.total, c.total_seconds] for n, c in self.counters.items()},
+                    "run": {k: (list(v) if isinstance(v, list) else v) for k, v in self._run.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        with self._lock:
+            for name, (total, seconds) in state["counters"].items():
+                if name in self.counters:  # a metric this GPU does not support starts nowhere
+                    self.counters[name].total += total
+                    self.counters[name].total_seconds += seconds
+            for key, value in state["run"].items():
+                if key == "memory_used":
+                    self._run[key] = max(self._run[key], value)
+                else:
+                    self._run[key] = [self._run[key][0] + value[0], self._run[key][1] + value[1]]
 
 
 def static_facts(nvml, handle) -> dict:
