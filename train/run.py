@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `train` importable from t
 import torch
 
 from train import checkpoint, data, distributed, precision, telemetry
+from train.claim import RunFolderLock
 from train.config import RunConfig, check_out_dir, differences, experiment, parse_args
 from train.console import Console
 from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
@@ -110,11 +111,14 @@ def run_identity(cfg: RunConfig) -> tuple[str, str, str]:
     run_id = os.environ.get("WANDB_RUN_ID") or new_run_id()
     name = cfg.name or default_name(cfg, run_id)
     run_dir = os.path.join(cfg.out_dir, name)
-    if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)):
+    refuse_if_it_holds_a_run(run_dir)
+    return run_id, name, run_dir
+
+
+def refuse_if_it_holds_a_run(run_dir: str) -> None:
+    if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)) or _ended_run(run_dir):
         raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
                          "or choose another --name")
-    os.makedirs(run_dir, exist_ok=True)
-    return run_id, name, run_dir
 
 
 def resolve_auto_resume(cfg: RunConfig) -> str | None:
@@ -198,27 +202,6 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         train_split, test_split = data.synthetic(cfg.seed), None  # random labels: nothing to evaluate
     identity = experiment(cfg, world_size=ranks.world_size, train_images=len(train_split), device=device.type)
 
-    resumed = None
-    if cfg.resume:
-        resumed = checkpoint.load(cfg.resume)
-        changed = differences(resumed["experiment"], identity)
-        if changed:
-            raise UsageError(f"--resume {cfg.resume}: this command is a different experiment from the checkpoint's "
-                             f"({'; '.join(changed)}); only output, logging and --max-steps may change")
-        run_id, run_dir = resumed["run_id"], os.path.dirname(os.path.abspath(cfg.resume))
-        name = resumed["config"].get("name") or os.path.basename(run_dir)
-    else:
-        # Rank 0 names the run; every rank learns the name or the reason it could not.
-        try:
-            named = run_identity(cfg) if ranks.is_main else None
-        except UsageError as e:
-            named = str(e)
-        named = distributed.broadcast(ranks, named)
-        if isinstance(named, str):
-            raise UsageError(named)
-        run_id, name, run_dir = named
-    ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
-
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -236,7 +219,83 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     model = resnet(cfg.depth)
     params = count_params(model)
     forward_flops = forward_flops_per_image(model)
-    model = policy.prepare(model.to(device, memory_format=memory_format))
+    model = policy.prepare(model)
+
+    # Rank 0 claims the run folder (a new one, or the one to resume) once everything above has passed; every
+    # rank learns the run's id, name and folder, or the one line saying why not.
+    lock, resumed, claimed = None, None, None
+    if ranks.is_main:
+        try:
+            lock, resumed, claimed = claim_run(cfg, identity, checkpoint_bytes(model, cfg.optimizer, cfg.momentum))
+        except UsageError as e:
+            claimed = str(e)
+    claimed = distributed.broadcast(ranks, claimed)
+    if isinstance(claimed, str):
+        raise UsageError(claimed)
+    run_id, name, run_dir = claimed
+    try:
+        return _train_claimed(cfg, ranks, device, stop, policy, backend_flags, identity, train_split, test_split,
+                              train_loader, test_loader, model, params, forward_flops, memory_format,
+                              resumed or (checkpoint.load(cfg.resume) if cfg.resume else None), run_id, name, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def claim_run(cfg: RunConfig, identity: dict, ckpt_bytes: int) -> tuple[RunFolderLock, dict | None, tuple]:
+    """(lock, checkpoint or None, (run id, name, folder)): the folder claimed for this process, after checking
+    that a resume is the same experiment and that the checkpoint will fit."""
+    if cfg.resume:
+        run_dir = os.path.dirname(os.path.abspath(cfg.resume))
+        lock = RunFolderLock(run_dir).acquire()  # also: the folder can be written
+        try:
+            if _ended_run(run_dir):  # a process that held the folder until now finished it
+                raise UsageError(f"{run_dir} has just ended ({_how_it_ended(run_dir)}); nothing to do")
+            resumed = checkpoint.load(cfg.resume)
+            changed = differences(resumed["experiment"], identity)
+            if changed:
+                raise UsageError(f"--resume {cfg.resume}: this command is a different experiment from the "
+                                 f"checkpoint's ({'; '.join(changed)}); only output, logging and --max-steps may "
+                                 "change")
+            check_free_space(run_dir, os.path.getsize(cfg.resume))
+        except UsageError:
+            lock.release()
+            raise
+        name = resumed["config"].get("name") or os.path.basename(run_dir)
+        return lock, resumed, (resumed["run_id"], name, run_dir)
+    run_id, name, run_dir = run_identity(cfg)
+    check_free_space(cfg.out_dir, ckpt_bytes)
+    os.makedirs(run_dir, exist_ok=True)
+    lock = RunFolderLock(run_dir).acquire()
+    try:
+        refuse_if_it_holds_a_run(run_dir)  # again, under the lock: a racing start of the same name may have run
+    except UsageError:
+        lock.release()
+        raise
+    return lock, None, (run_id, name, run_dir)
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer: str, momentum: float) -> int:
+    """About what the checkpoint will take: the weights, plus SGD's momentum or AdamW's two moments."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    state = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights + state * (2 if optimizer == "adamw" else 1 if momentum else 0) + 2**20
+
+
+def check_free_space(directory: str, needed: int) -> None:
+    """Refuse before training, not at the first checkpoint hours later, when the checkpoint cannot fit."""
+    free = checkpoint.free_bytes(directory)
+    if free < needed:
+        raise UsageError(f"not enough free space in {directory} for the checkpoint: it needs about "
+                         f"{needed / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB are free")
+
+
+def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest,
+                   policy, backend_flags: dict, identity: dict, train_split, test_split, train_loader, test_loader,
+                   model: torch.nn.Module, params: int, forward_flops: int, memory_format, resumed: dict | None,
+                   run_id: str, name: str, run_dir: str) -> dict:
+    ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
+    model = model.to(device, memory_format=memory_format)
     bare_model = model
     lr = identity["effective_lr"]
     optimizer = precision.make_optimizer(model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay)
@@ -350,15 +409,18 @@ def write_result(path: str, result: dict) -> None:
 
 
 def launch_workers(cfg: RunConfig, argv: list[str]) -> int:
-    """This process starts the workers (--gpus, --use_ddp, --nodes): check what can be checked once, here."""
-    device = pick_device(cfg.device)
-    visible = torch.cuda.device_count() if device.type == "cuda" else 0
+    """This process starts the workers (--gpus, --use_ddp, --nodes) and stays as their elastic agent for the
+    whole job, so it never touches a GPU: a CUDA context here would hold memory on GPU 0 (inflating its
+    readings) and, under EXCLUSIVE_PROCESS compute mode (common on clusters), keep rank 0 from opening its GPU.
+    GPUs are counted through NVML; device and precision are checked by the workers, and rank 0 says why not."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available/device_count through NVML
+    cuda = cfg.device != "cpu" and torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        pick_device("cuda")  # raises the one-line reason
+    visible = torch.cuda.device_count() if cuda else 0
     gpus = cfg.gpus or visible or 1
-    if device.type == "cuda" and gpus > visible:
+    if cuda and gpus > visible:
         raise UsageError(f"--gpus {gpus}: this node shows {visible} CUDA device(s)")
-    policy = precision.get(cfg.precision)
-    policy.set_backend_flags()
-    policy.check_device(device)
     check_out_dir(cfg.out_dir)
     return distributed.launch(gpus, cfg.nodes, cfg.rdzv_endpoint, cfg.rdzv_id, cfg.dist_timeout, argv)
 
