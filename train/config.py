@@ -47,6 +47,7 @@ class RunConfig:
     resume: str | None = None
     nvml_hz: float = 10.0
     wandb_stats_interval: float | None = None
+    wandb_init_timeout: float = 30.0
     seed: int = 0
     use_ddp: bool = False
     gpus: int | None = None
@@ -236,6 +237,8 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
                      help="GPU telemetry samples per second from NVML, this process's GPU only (0: off)")
     out.add_argument("--wandb-stats-interval", type=_positive_float, default=d.wandb_stats_interval, metavar="S",
                      help="seconds between W&B's own system-metric samples (default: W&B's, 15 s)")
+    out.add_argument("--wandb-init-timeout", type=_positive_float, default=d.wandb_init_timeout, metavar="S",
+                     help="online W&B: seconds to wait for the server before logging offline instead (default 30)")
     out.add_argument("--resume", default=d.resume, metavar="PATH|auto",
                      help="continue from a checkpoint file or a run folder holding checkpoint.pt; 'auto' (with "
                      "--name): continue OUT_DIR/NAME if it has a checkpoint, start it if not, skip it if finished")

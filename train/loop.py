@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from train import checkpoint, distributed
+from train.backlog import Backlog
 from train.distributed import Ranks
 from train.metrics import LostUpdates, MemoryMonitor, RunAggregates, StepTimer, Throughput
 from train.precision import Precision
@@ -53,10 +54,12 @@ class Training:
     ranks: Ranks = field(default_factory=Ranks)
     comm: object | None = None  # distributed.CommMeter under DDP
     stop: object | None = None  # run.StopRequest: a signal asked the run to checkpoint and exit
+    backlog: Backlog = field(default_factory=Backlog)  # what W&B's files may lack until they are closed
 
     def log(self, metrics: dict) -> None:
         self.aggregates.add(metrics)
-        self.tracker.log(metrics)
+        if self.backlog.add(metrics):
+            self.tracker.log(metrics)
 
 
 class EpochSums:

@@ -26,6 +26,7 @@ from train.claim import RunFolderLock
 from train.config import RunConfig, check_out_dir, differences, experiment, parse_args
 from train.console import Console
 from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
+from train.backlog import Backlog
 from train.loop import EpochSums, Training, fit, save_checkpoint
 from train.metrics import MemoryMonitor, RunAggregates, Throughput
 from train.models import count_params, forward_flops_per_image, resnet
@@ -336,9 +337,11 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
 
     progress, epoch_sums, memory = Progress(), EpochSums(device, ranks.is_main), MemoryMonitor(device)
     throughput, aggregates = Throughput(cfg.batch_size * ranks.world_size, cfg.warmup_steps), RunAggregates()
+    backlog = Backlog()
     state = TrainingState({"model": bare_model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler,
                            "loader": train_loader, "rng": RngState(), "progress": progress, "epoch": epoch_sums,
-                           "throughput": throughput, "memory": memory, "aggregates": aggregates, "nvml": sampler})
+                           "throughput": throughput, "memory": memory, "aggregates": aggregates, "nvml": sampler,
+                           "wandb_backlog": backlog})
     if resumed is not None:
         state.load_state_dict(resumed["state"])  # before DDP, which broadcasts rank 0's weights
         console.say(f"resumed from {ckpt_path} at step {progress.step} (epoch {train_loader.epoch + 1}, "
@@ -348,7 +351,9 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
         tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
                           entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
                           config=config, say=console.say, stats_interval=cfg.wandb_stats_interval,
-                          world_size=ranks.world_size)
+                          world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout)
+        if resumed is not None and tracker.mode == "offline":
+            relog(tracker, backlog, progress.step, console.say)
     else:
         tracker = NullTracker()
 
@@ -360,7 +365,7 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
                  images_per_step=cfg.batch_size * ranks.world_size, progress=progress, epoch_sums=epoch_sums,
                  throughput=throughput,
                  memory=memory, aggregates=aggregates, state=state, sampler=sampler, ranks=ranks, comm=comm,
-                 stop=stop)
+                 stop=stop, backlog=backlog)
 
     exit_code = 1
     try:
@@ -399,6 +404,18 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
             console.say(f"done: {rate}, {summary['time/train_s']:.1f}s training, checkpoint {size / 2**20:.1f} MiB "
                         f"at {ckpt_path}")
     return result
+
+
+def relog(tracker: Tracker, backlog: Backlog, step: int, say) -> None:
+    """Log again what the checkpoint kept and the earlier segments' W&B files lack (a killed segment's
+    buffered records), before training continues: the step axis stays in order."""
+    missing = backlog.reconcile(tracker.held_history(), step)
+    for record in missing:
+        tracker.log(record)
+    if missing:
+        steps = [r["train/step"] for r in missing]
+        say(f"W&B: logged again {len(missing)} record(s) of steps {min(steps)}-{max(steps)} that the earlier "
+            "segment's W&B files lacked (it was killed before W&B wrote them)")
 
 
 def write_result(path: str, result: dict) -> None:

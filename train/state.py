@@ -15,7 +15,7 @@ from train.errors import UsageError
 
 # Parts a run may lack in one segment and have in another (NVML can fail to start on one node of a cluster):
 # missing in a checkpoint, they start empty instead of refusing the resume.
-OPTIONAL = ("nvml",)
+OPTIONAL = ("nvml", "wandb_backlog")  # wandb_backlog: checkpoints of runner versions before it start it empty
 
 
 @dataclass

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import glob
+import json
 import netrc
 import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 from urllib.parse import urlparse
 
 # Step metrics share the train/step axis (the suite's metric contract, README). Their summaries are the
@@ -26,14 +36,61 @@ def choose_mode(flag: str | None) -> tuple[str, str]:
     return "offline", "no W&B credentials (set WANDB_API_KEY or run `wandb login` to go online)"
 
 
+def base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").rstrip("/")
+
+
 def has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    host = urlparse(base_url()).hostname or "api.wandb.ai"
     try:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
+
+
+# The quick check's share of --wandb-init-timeout: enough for DNS, TCP and TLS on a slow link; an answer of any
+# kind counts, so a working server passes it in well under a second.
+PROBE_MAX_S = 10.0
+
+
+def unreachable(url: str, timeout: float) -> str | None:
+    """Why the W&B server at `url` cannot be reached within `timeout` seconds, or None if it answers.
+
+    A compute node without network fails W&B's online start only after its init timeout, and that failed
+    start then breaks the offline retry in the same process (wandb/wandb#9865). One HEAD request decides
+    first: DNS, TCP, TLS and an HTTP answer, through the proxy the environment names (as wandb-core's own
+    requests go). It runs in a thread because a DNS lookup has no timeout of its own.
+    """
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)  # any HTTP status: the server is there
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, ssl.SSLError):
+                outcome.append(None)  # a TLS handshake happened: the network works; trust is wandb-core's call
+            else:
+                outcome.append(_reason(e.reason))
+        except (OSError, ValueError) as e:  # timeouts, resets, a malformed WANDB_BASE_URL
+            outcome.append(_reason(e))
+
+    thread = threading.Thread(target=probe, name="wandb-reachable", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:.0f} s"
+
+
+def _reason(e: object) -> str:
+    if isinstance(e, socket.gaierror):
+        return f"DNS lookup failed ({e.strerror or e})"
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return "no answer (timed out)"
+    return (getattr(e, "strerror", None) or str(e) or type(e).__name__).splitlines()[0]
 
 
 class Tracker:
@@ -41,7 +98,7 @@ class Tracker:
 
     def __init__(self, *, mode: str, why: str, run_dir: str, run_id: str, name: str, project: str,
                  entity: str | None, group: str | None, tags: list[str], config: dict, say,
-                 stats_interval: float | None = None, world_size: int = 1):
+                 stats_interval: float | None = None, world_size: int = 1, init_timeout: float = 30.0):
         self.world_size = world_size
         # W&B's staging copies and caches default to the home folder, which fills small HPC home quotas.
         for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR"):
@@ -50,27 +107,66 @@ class Tracker:
 
         self._wandb = wandb
         self.mode = mode
+        self.run_dir = run_dir
+
+        def settings(init_timeout: float):
+            return wandb.Settings(silent=True, init_timeout=init_timeout,
+                                  **({"x_stats_sampling_interval": stats_interval} if stats_interval else {}))
+
         kwargs = dict(project=project, entity=entity, group=group, name=name, tags=tags, config=config,
-                      id=run_id, resume="allow", dir=run_dir,
-                      settings=wandb.Settings(silent=True, init_timeout=60,
-                                              **({"x_stats_sampling_interval": stats_interval}
-                                                 if stats_interval else {})))
-        try:
-            self.run = wandb.init(mode=mode, **kwargs)
-        except Exception as e:  # noqa: BLE001 - no network, server down, bad key: keep the run, go offline
-            if mode != "online":
-                raise
-            say(f"W&B: online start failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                "logging offline instead")
-            self.mode, why = "offline", "online start failed"
-            self.run = wandb.init(mode="offline", **kwargs)
+                      id=run_id, resume="allow", dir=run_dir)
+        if mode == "online":
+            started = time.monotonic()
+            url = base_url()
+            problem = unreachable(url, min(PROBE_MAX_S, init_timeout))
+            if problem:
+                why = f"{why}, but {url} is unreachable: {problem}"
+            else:
+                left = max(1.0, init_timeout - (time.monotonic() - started))
+                earlier = self._online_folders()
+                try:
+                    self.run = wandb.init(mode="online", settings=settings(left), **kwargs)
+                except Exception as e:  # noqa: BLE001 - server down or slow, bad key: keep the run, go offline
+                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    why = f"{why}, but the online start failed after {time.monotonic() - started:.0f} s: {first}"
+                    self._abandon_online_start(earlier)
+                    problem = first
+            if problem:
+                self.mode = "offline"
+                self.run = wandb.init(mode="offline", settings=settings(init_timeout), **kwargs)
+        else:
+            self.run = wandb.init(mode=mode, settings=settings(init_timeout), **kwargs)
         self._define_metrics()
         where = {
             "online": lambda: self.run.url,
-            "offline": lambda: f"{self.run.dir.removesuffix('/files')} (upload later: wandb sync <that folder>)",
+            "offline": lambda: f"{self.segment} (upload later: wandb sync <that folder>)",
             "disabled": lambda: "nothing is recorded",
         }[self.mode]()
         say(f"W&B: {self.mode} ({why}): {where}")
+
+    @property
+    def segment(self) -> str:
+        """This process's W&B folder (wandb/offline-run-<time>-<id>)."""
+        return self.run.dir.removesuffix("/files").removesuffix("/")
+
+    def _online_folders(self) -> set[str]:
+        return set(glob.glob(os.path.join(self.run_dir, "wandb", "run-*")))
+
+    def _abandon_online_start(self, earlier: set[str]) -> None:
+        """Make way for the offline start after a failed online one.
+
+        W&B keeps the failed run registered in its service process, so a second wandb.init in this process
+        fails with "run ID ... is in use" (wandb/wandb#9865; wandb.finish() does not help). Tearing the
+        library down ends that service; the next init starts a fresh one. The failed attempt's folder holds
+        no record of training: removed (earlier segments' folders stay), so the run folder holds the run.
+        """
+        try:
+            self._wandb.teardown()
+        except (Exception, SystemExit):  # noqa: BLE001 - teardown exits when the service failed; go on regardless
+            pass
+        for folder in self._online_folders() - earlier:
+            if not os.path.islink(folder):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _define_metrics(self) -> None:
         run = self.run
@@ -85,6 +181,28 @@ class Tracker:
 
     def log(self, metrics: dict) -> None:
         self.run.log(metrics)
+
+    def held_history(self) -> list[dict]:
+        """The history records the run's earlier offline segments hold on disk, read with W&B's own reader.
+        A segment the reader cannot read counts as holding nothing, as the report counts it."""
+        from wandb.util import get_core_path
+
+        held = []
+        for folder in sorted(glob.glob(os.path.join(self.run_dir, "wandb", "offline-run-*"))):
+            files = glob.glob(os.path.join(folder, "*.wandb"))
+            if os.path.realpath(folder) == os.path.realpath(self.segment) or not files:
+                continue
+            try:
+                out = subprocess.run([get_core_path(), "leet", "inspect", "--no-observability", "--json",
+                                      "--run-file", files[0], os.path.dirname(folder)],
+                                     capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            for line in out.stdout.splitlines() if out.returncode == 0 else []:
+                record = json.loads(line) if line.strip() else {}
+                if record.get("type") == "history":
+                    held.append(record["history"]["item"])
+        return held
 
     def summarise(self, values: dict) -> None:
         for key, value in values.items():
