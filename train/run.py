@@ -166,6 +166,8 @@ def _how_it_ended(run_dir: str) -> str:
         return f"{checkpoint.RESULT_FILE} present"
     if result.get("train/diverged_at_step"):
         return f"diverged at step {result['train/diverged_at_step']}"
+    if result.get("end") == "target_reached":
+        return f"reached --stop-at-acc at step {result.get('train/steps')}"
     return f"finished at step {result.get('train/steps')}"
 
 
@@ -301,7 +303,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
                  images_per_step=cfg.batch_size * ranks.world_size, progress=progress, epoch_sums=epoch_sums,
                  throughput=throughput,
                  memory=memory, aggregates=aggregates, state=state, sampler=sampler, ranks=ranks, comm=comm,
-                 stop=stop)
+                 stop=stop, targets=cfg.target_acc if test_loader is not None else [], stop_at_acc=cfg.stop_at_acc)
 
     exit_code = 1
     try:
@@ -326,7 +328,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
             sampler.stop()
         tracker.finish(exit_code)
     result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
-              "device": device.type, "end": "diverged" if exit_code == EXIT_DIVERGED else "finished"}
+              "device": device.type, "end": summary["train/end"]}
     if ranks.is_main:
         write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
         if exit_code == EXIT_DIVERGED:
