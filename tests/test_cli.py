@@ -11,7 +11,7 @@ OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", 
            "--dataset", "--data-dir", "--download", "--loader", "--device", "--out-dir", "--project", "--entity",
            "--group", "--name", "--tags", "--wandb-mode", "--log-every", "--ckpt-every", "--ckpt-artifact", "--seed",
            "--resume", "--nvml-hz", "--wandb-stats-interval", "--gpus", "--nodes", "--rdzv-endpoint", "--rdzv-id",
-           "--dist-timeout", "--grad-compress", "--lr-scaling", "--use_34", "--use_50", "--use_amp", "--use_half", "--use_cuda", "--use_ddp", "--num_workers",
+           "--dist-timeout", "--grad-compress", "--lr-scaling", "--target-acc", "--stop-at-acc", "--use_34", "--use_50", "--use_amp", "--use_half", "--use_cuda", "--use_ddp", "--num_workers",
            "--epoch", "--batch_size"]
 
 
