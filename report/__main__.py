@@ -67,13 +67,14 @@ def main(argv=None) -> int:
     depth = args.depth or (Counter(r.depth for r in rows).most_common(1)[0][0] if rows else 18)
     where = default_where(rows, depth, args.gpus)
     os.makedirs(args.out, exist_ok=True)
+    one_each = _one_run_per_row(runs, rows, depth, where)
     made = [
         plots.throughput(rows, where, args.out),
         plots.scaling(rows, depth, args.out),
         plots.memory_and_size(rows, depth, where, args.out),
         plots.lost_updates(rows, depth, where, args.out),
-        plots.accuracy_vs_time(rows, args.out),
-        plots.bandwidth_over_steps(_one_run_per_row(runs, rows, depth, where), args.out),
+        plots.accuracy_vs_time(rows, args.out, one_each),
+        plots.bandwidth_over_steps(one_each, args.out),
     ]
     made = [m for m in made if m]
     context = dict(source=args.source, provenance=provenance(runs), rows=rows, excluded=excluded,

@@ -113,17 +113,54 @@ def scaling(rows: list[Row], depth, out_dir: str) -> str | None:
     return _save(fig, out_dir, "scaling.png")
 
 
+MEMORY_PARTS = [("params_mib", "weights", "#4c72b0"), ("grads_mib", "gradients", "#dd8452"),
+                ("optimizer_mib", "optimizer state", "#55a868"), ("activations_mib", "activations + workspace", "#c44e52"),
+                ("other_mib", "data set + measurement copy", "#bbbbbb")]
+
+
+def _stacked(ax, rows: list[Row], names: list[str]):
+    """One stacked bar per row: where its training memory goes (medians of each part), total labelled."""
+    ys = list(range(len(rows)))
+    left = [0.0] * len(rows)
+    for column, name, colour in MEMORY_PARTS:
+        widths = [r.values.get(column) or 0.0 for r in rows]
+        if any(widths):
+            ax.barh(ys, widths, left=left, color=colour, label=name)
+            left = [a + b for a, b in zip(left, widths)]
+    for y, total in zip(ys, left):
+        ax.annotate(f"{total:,.0f}", (total, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(ys, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.18)
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def memory_and_size(rows: list[Row], depth, where: tuple[str, int], out_dir: str) -> str | None:
+    """Where training memory goes (weights, gradients, optimizer state from the tensors; on GPUs activations and
+    the rest of the allocator peak) as a stacked bar per row, beside the checkpoint size. Rows without the parts
+    (older runs) show their allocator peak instead."""
     rows = study(rows, depth, where)
-    panels = [(c, t) for c, t in (("peak_mem_gib", "peak memory, allocator (GiB)"), ("ckpt_mib", "checkpoint (MiB)"))
-              if any(r.values.get(c) is not None for r in rows)]
+    with_parts = [r for r in rows if r.values.get("params_mib") is not None]
+    panels = []
+    if with_parts:
+        panels.append(("parts", "training memory by part (MiB)"))
+    if any(r.values.get("peak_mem_gib") is not None for r in rows if r not in with_parts):
+        panels.append(("peak_mem_gib", "peak memory, allocator (GiB)"))
+    if any(r.values.get("ckpt_mib") is not None for r in rows):
+        panels.append(("ckpt_mib", "checkpoint (MiB)"))
     if not panels:
         return None
     keys = distinguishing(rows)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), _height(len(rows))), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + (1.5 if with_parts else 0),
+                                                      _height(len(rows))), squeeze=False)
     for ax, (column, title) in zip(axes[0], panels):
-        have = [r for r in rows if r.values.get(column) is not None]
-        _hbars(ax, have, column, [label(r, keys) for r in have])
+        if column == "parts":
+            _stacked(ax, with_parts, [label(r, keys) for r in with_parts])
+        else:
+            have = [r for r in rows if r.values.get(column) is not None
+                    and (column != "peak_mem_gib" or r not in with_parts)]
+            _hbars(ax, have, column, [label(r, keys) for r in have])
         ax.set_xlabel(title)
     fig.suptitle(f"Memory and model size by precision, ResNet-{depth}, {placement(*where)}")
     return _save(fig, out_dir, "memory_size.png")
@@ -142,20 +179,53 @@ def lost_updates(rows: list[Row], depth, where: tuple[str, int], out_dir: str) -
     return _save(fig, out_dir, "lost_updates.png")
 
 
-def accuracy_vs_time(rows: list[Row], out_dir: str) -> str | None:
-    points = [(r, m) for r in rows for _, m in r.runs
-              if m.get("best_test_acc") is not None and m.get("train_time_s") is not None]
-    if not points:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for p in _precisions([r for r, _ in points]):
-        xs = [m["train_time_s"] for r, m in points if r.precision == p]
-        ys = [m["best_test_acc"] for r, m in points if r.precision == p]
-        ax.scatter(xs, ys, label=p, color=COLOURS.get(p))
-    ax.set_xlabel("training time (s)")
-    ax.set_ylabel("best test accuracy (%)")
-    ax.set_title("Accuracy against training time, every run")
-    ax.legend(fontsize=8)
+def _target_lines(ax, pcts: list[str]):
+    for pct in pcts:
+        value = float(pct.replace("_", "."))
+        ax.axhline(value, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(f"{value:g}%", (1, value), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=7, color="grey")
+
+
+def accuracy_vs_time(rows: list[Row], out_dir: str, runs_by_label: dict | None = None) -> str | None:
+    """Test accuracy against cumulative training time (evaluation excluded): one run per row of the study
+    ({label: (precision, run)}) from its per-evaluation history, each target as a dotted line and each run's
+    first crossing of it as a marker. Runs that logged no curve (older runs): best accuracy against total time,
+    every run, with the targets marked."""
+    pcts = sorted({pct for r in rows for pct in r.tta}, key=lambda p: float(p.replace("_", ".")))
+    curves = {}
+    for name, (precision, run) in (runs_by_label or {}).items():
+        points = [(h["cum/train_s"], 100 * h["test/acc"]) for h in run.history(["cum/train_s"])
+                  if isinstance(h.get("cum/train_s"), (int, float)) and isinstance(h.get("test/acc"), (int, float))]
+        if points:
+            hits = [(float(hit["time_s"]), float(pct.replace("_", "."))) for pct in pcts
+                    if isinstance(hit := run.summary.get(f"time_to_acc/{pct}"), dict) and "time_s" in hit]
+            curves[name] = (precision, points, hits)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if curves:
+        for name, (precision, points, hits) in curves.items():
+            ax.plot([x for x, _ in points], [y for _, y in points], marker=".", color=COLOURS.get(precision),
+                    label=name)
+            if hits:
+                ax.scatter([x for x, _ in hits], [y for _, y in hits], marker="o", facecolors="none",
+                           edgecolors=COLOURS.get(precision), s=60, zorder=3)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Test accuracy against training time (circles: first reached a target)")
+    else:
+        points = [(r, m) for r in rows for _, m in r.runs
+                  if m.get("best_test_acc") is not None and m.get("train_time_s") is not None]
+        if not points:
+            plt.close(fig)
+            return None
+        for p in _precisions([r for r, _ in points]):
+            xs = [m["train_time_s"] for r, m in points if r.precision == p]
+            ys = [m["best_test_acc"] for r, m in points if r.precision == p]
+            ax.scatter(xs, ys, label=p, color=COLOURS.get(p))
+        ax.set_ylabel("best test accuracy (%)")
+        ax.set_title("Accuracy against training time, every run")
+    _target_lines(ax, pcts)
+    ax.set_xlabel("training time (s), evaluation excluded")
+    ax.legend(fontsize=8, loc="lower right")
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out_dir, "accuracy_time.png")
 

@@ -41,6 +41,11 @@ COLUMNS = {
     "speedup_vs_fp32": ("Speed-up vs fp32", "x"),
     "ckpt_mib": ("Checkpoint", "MiB"),
     "peak_mem_gib": ("Peak memory", "GiB"),
+    "params_mib": ("Weights", "MiB"),
+    "grads_mib": ("Gradients", "MiB"),
+    "optimizer_mib": ("Optimizer state", "MiB"),
+    "activations_mib": ("Activations+workspace", "MiB"),
+    "other_mib": ("Data set + measurement copy", "MiB"),
     "lost_update_pct": ("Lost updates", "%"),
     "pcie_bytes_per_s": ("PCIe TX+RX", "GB/s"),
     "pcie_share": ("PCIe % of peak", "%"),
@@ -53,6 +58,45 @@ COLUMNS = {
     "energy_per_image_j": ("Energy/image", "J"),
     "mfu": ("MFU", "%"),
 }
+# Time to accuracy: per target (a percentage as in the summary key time_to_acc/<pct>), four columns. The
+# runner's default targets always have their columns in results.csv; other targets a run asked for are added.
+DEFAULT_TARGETS = ("80", "90", "93", "94")
+TTA_PARTS = {  # column prefix -> (title with {pct}, unit)
+    "tta_s": ("Time to {pct}%", "s"),
+    "tta_speedup": ("Speed-up to {pct}% vs fp32", "x"),
+    "tta_epochs": ("Epochs to {pct}%", ""),
+    "tta_energy_kj": ("Energy to {pct}%", "kJ"),
+}
+TTA_PREFIX = "time_to_acc/"
+
+
+def tta_columns(targets) -> list[str]:
+    return [f"{part}_{pct}" for pct in targets for part in TTA_PARTS]
+
+
+def column_info(column: str) -> tuple[str, str]:
+    """(title, unit) of a fixed column or a time-to-accuracy one."""
+    if column in COLUMNS:
+        return COLUMNS[column]
+    part, pct = column.rsplit("_", 1) if not column.startswith("tta_speedup") else ("tta_speedup", column[12:])
+    title, unit = TTA_PARTS[part]
+    return title.format(pct=pct.replace("_", ".")), unit
+
+
+def _pct_order(pct: str) -> float:
+    return float(pct.replace("_", "."))
+
+
+def run_targets(config: dict, summary: dict) -> list[str]:
+    """The targets a run asked for, as summary-key percentages: its summary's keys (a reached target) and its
+    config's target_acc (fractions; an unreached one has no summary key)."""
+    out = {k[len(TTA_PREFIX):] for k in summary if k.startswith(TTA_PREFIX)}
+    asked = config.get("target_acc")
+    if isinstance(asked, list) and summary.get("train/end") is not None:  # runs that record time to accuracy
+        out |= {f"{round(100 * float(t), 4):g}".replace(".", "_") for t in asked if isinstance(t, (int, float))}
+    return sorted(out, key=_pct_order)
+
+
 # figures that come from step timing: unreliable in a run too short to measure
 TIMED_COLUMNS = ("images_per_s", "images_per_s_per_gpu", "speedup_vs_fp32", "scaling_efficiency", "mfu")
 
@@ -120,7 +164,25 @@ def run_metrics(config: dict, summary: dict) -> dict:
         "last_test_acc": 100 * s("test/last_acc") if s("test/last_acc") is not None else None,
         "energy_per_image_j": s("nvml/energy_per_image_j"),
         "mfu": 100 * flops * ips_gpu / peak if flops and ips_gpu and peak else None,
+        **{k: v / 2**20 if v is not None else None for k, v in (
+            ("params_mib", s("mem/params_bytes")), ("grads_mib", s("mem/grads_bytes")),
+            ("optimizer_mib", s("mem/optimizer_bytes")), ("activations_mib", s("mem/activations_bytes")),
+            ("other_mib", _sum(s("mem/data_bytes"), s("mem/measurement_bytes"))))},
+        **tta_metrics(config, summary),
     }
+
+
+def tta_metrics(config: dict, summary: dict) -> dict:
+    """Per target the run asked for: tta_asked_<pct> = 1, and where reached its time, epochs and energy."""
+    out = {}
+    for pct in run_targets(config, summary):
+        out[f"tta_asked_{pct}"] = 1.0
+        hit = summary.get(TTA_PREFIX + pct)
+        if isinstance(hit, dict) and _get(hit, "time_s") is not None:
+            energy = _get(hit, "energy_j")
+            out.update({f"tta_s_{pct}": _get(hit, "time_s"), f"tta_epochs_{pct}": _get(hit, "epoch"),
+                        f"tta_energy_kj_{pct}": energy / 1e3 if energy is not None else None})
+    return out
 
 
 def timed_steps(config: dict, summary: dict) -> int | None:
@@ -176,6 +238,7 @@ class Row:
     devices: set = field(default_factory=set)  # "cuda", "cpu"
     timed: list = field(default_factory=list)  # each run's timed steps (None: unknown)
     values: dict = field(default_factory=dict)  # column -> median
+    tta: dict = field(default_factory=dict)  # target pct -> (runs that reached it, runs that asked for it)
     spread: dict = field(default_factory=dict)  # column -> (min, max) over repeats
     flagged: set = field(default_factory=set)  # columns computed from a run too short to measure
     base: Row | None = None  # the fp32 row it is compared with
@@ -290,6 +353,20 @@ def build(runs, group_by: list[str] | None = None) -> tuple[list[Row], list[tupl
             if values:
                 row.values[column] = statistics.median(values)
                 row.spread[column] = (min(values), max(values))
+        # Time to a target only where every run of the row that asked for it reached it: a median over the
+        # runs that happened to get there would flatter the row.
+        for pct in sorted({k[len("tta_asked_"):] for _, m in row.runs for k in m if k.startswith("tta_asked_")},
+                          key=_pct_order):
+            asked = [m for _, m in row.runs if m.get(f"tta_asked_{pct}")]
+            reached = [m for m in asked if m.get(f"tta_s_{pct}") is not None]
+            row.tta[pct] = (len(reached), len(asked))
+            if len(reached) < len(asked):
+                continue
+            for part in ("tta_s", "tta_epochs", "tta_energy_kj"):
+                values = [m[f"{part}_{pct}"] for m in reached if m.get(f"{part}_{pct}") is not None]
+                if len(values) == len(reached):
+                    row.values[f"{part}_{pct}"] = statistics.median(values)
+                    row.spread[f"{part}_{pct}"] = (min(values), max(values))
         if row.short:
             row.flagged |= {c for c in TIMED_COLUMNS if c in row.values}
     # Ratios only between rows identical but for precision (resp. GPU count), from the medians.
@@ -301,6 +378,11 @@ def build(runs, group_by: list[str] | None = None) -> tuple[list[Row], list[tupl
             row.values["speedup_vs_fp32"] = ips / row.base.values["images_per_s"]
             if row.short or row.base.short:
                 row.flagged.add("speedup_vs_fp32")
+        if row.base:
+            for pct in row.tta:
+                a, b = row.values.get(f"tta_s_{pct}"), row.base.values.get(f"tta_s_{pct}")
+                if a and b:
+                    row.values[f"tta_speedup_{pct}"] = b / a
         row.one = _partner(row, by_scaling_key, FOLLOW_WORLD_SIZE, world_size=1) if row.gpus > 1 else None
         if row.one and row.one.values.get("images_per_s") and ips:
             row.values["scaling_efficiency"] = 100 * ips / (row.gpus * row.one.values["images_per_s"])
@@ -359,8 +441,10 @@ def fmt(column: str, value) -> str:
         return f"{value / 1e9:.2f}"
     if column in ("images_per_s", "images_per_s_per_gpu"):
         return f"{value:,.0f}"
-    if column == "speedup_vs_fp32":
+    if column == "speedup_vs_fp32" or column.startswith("tta_speedup"):
         return f"{value:.2f}"
+    if column.startswith("tta_epochs"):
+        return f"{value:g}"
     if column == "energy_per_image_j":
         return f"{value:.4f}"
     return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
@@ -376,9 +460,21 @@ def cell(row: Row, column: str) -> str:
     return text
 
 
+def targets(rows: list[Row]) -> list[str]:
+    """Every target some row asked for, with the runner's defaults: their columns are always in the CSV."""
+    return sorted(set(DEFAULT_TARGETS) | {pct for r in rows for pct in r.tta}, key=_pct_order)
+
+
+def all_columns(rows: list[Row]) -> list[str]:
+    """COLUMNS with the time-to-accuracy columns after the images/s speed-up, target by target."""
+    fixed = list(COLUMNS)
+    at = fixed.index("speedup_vs_fp32") + 1
+    return fixed[:at] + tta_columns(targets(rows)) + fixed[at:]
+
+
 def measured(rows: list[Row]) -> list[str]:
     """Columns at least one row has a figure for: the others are left out of the tables people read."""
-    return [c for c in COLUMNS if any(r.values.get(c) is not None for r in rows)]
+    return [c for c in all_columns(rows) if any(r.values.get(c) is not None for r in rows)]
 
 
 def short_note() -> str:
@@ -438,6 +534,8 @@ def observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
             if a is not None and b:
                 parts.append(f"{what} {a / b:.2f}× fp32's ({fmt(column, a)} vs {fmt(column, b)}"
                              f"{' ' + COLUMNS[column][1] if COLUMNS[column][1] else ''})")
+            if column == "images_per_s":  # how fast it learns, right beside how fast it processes images
+                parts += _tta_parts(row, base)
         a, b = row.values.get("best_test_acc"), base.values.get("best_test_acc")
         if a is not None and b is not None:
             parts.append(f"best test accuracy {a - b:+.1f} points ({a:.1f}% vs {b:.1f}%)")
@@ -455,3 +553,30 @@ def observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
         return f"Nothing to compare with fp32 at ResNet-{depth} on {place} yet." + left_out
     return (f"At ResNet-{depth} on {place}, medians over the runs of each row against the fp32 row with the same "
             f"settings — " + " ".join(sentences) + left_out)
+
+
+def _tta_parts(row: Row, base: Row) -> list[str]:
+    """Time to accuracy against fp32: the highest target both reached (time, epochs, energy), and targets fp32
+    reached that this row did not. Only measured crossings; a target not reached is said so, never estimated."""
+    parts = []
+    both = [pct for pct in row.tta if row.values.get(f"tta_s_{pct}") and base.values.get(f"tta_s_{pct}")]
+    if both:
+        pct = max(both, key=_pct_order)
+        a, b = row.values[f"tta_s_{pct}"], base.values[f"tta_s_{pct}"]
+        speed = b / a
+        text = (f"time to {pct.replace('_', '.')}% {speed:.2f}× fp32's speed" if speed >= 1
+                else f"time to {pct.replace('_', '.')}% {1 / speed:.2f}× fp32's time")
+        text += f" ({fmt('tta_s', a)} vs {fmt('tta_s', b)} s"
+        ea, eb = row.values.get(f"tta_epochs_{pct}"), base.values.get(f"tta_epochs_{pct}")
+        if ea and eb:
+            more = 100 * (ea / eb - 1)
+            text += (f"; {ea:g} vs {eb:g} epochs, {abs(more):.0f}% {'more' if more > 0 else 'fewer'}" if round(more)
+                     else f"; the same {ea:g} epochs")
+        ja, jb = row.values.get(f"tta_energy_kj_{pct}"), base.values.get(f"tta_energy_kj_{pct}")
+        if ja is not None and jb:
+            text += f"; energy {ja / jb:.2f}× fp32's"
+        parts.append(text + ")")
+    for pct, (reached, asked) in row.tta.items():
+        if base.values.get(f"tta_s_{pct}") and asked and reached < asked:
+            parts.append(f"{pct.replace('_', '.')}% reached by {reached} of {asked} run(s), which fp32 reached")
+    return parts

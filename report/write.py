@@ -8,19 +8,20 @@ import html
 import json
 import os
 
-from report.table import COLUMNS, SHORT_MARK, Row, cell, common, differing, measured, short_note
+from report.table import SHORT_MARK, Row, all_columns, cell, column_info, common, differing, measured, short_note
 
 
 def csv_rows(rows: list[Row]) -> list[list]:
     """Medians with full precision, and min/max over repeats; empty where a figure is missing. Every column is
     always there (even one no row measured), so scripts reading the CSV see one header."""
+    columns = all_columns(rows)
     out = [["precision", "depth", "gpus", "device", "runs", "too_short", "timed_steps_min", "settings"]
-           + [c for col in COLUMNS for c in (col, f"{col}_min", f"{col}_max")]]
+           + [c for col in columns for c in (col, f"{col}_min", f"{col}_max")]]
     for r in rows:
         timed = [t for t in r.timed if t is not None]
         line = [r.precision, r.depth, r.gpus, r.device, len(r.runs), str(r.short).lower(),
                 min(timed) if timed else "", json.dumps(r.facts, sort_keys=True, default=str)]
-        for col in COLUMNS:
+        for col in columns:
             lo, hi = r.spread.get(col, (None, None))
             line += ["" if v is None else repr(v) for v in (r.values.get(col), lo, hi)]
         out.append(line)
@@ -36,7 +37,7 @@ def table_lines(rows: list[Row]) -> list[list[str]]:
     """The all-points table: settings that tell rows apart as columns, then the columns some row measured."""
     keys, columns = differing(rows), measured(rows)
     head = ["Precision", "Depth", "GPUs", *keys, "Runs"] + [
-        f"{COLUMNS[c][0]} ({COLUMNS[c][1]})" if COLUMNS[c][1] else COLUMNS[c][0] for c in columns]
+        f"{column_info(c)[0]} ({column_info(c)[1]})" if column_info(c)[1] else column_info(c)[0] for c in columns]
     return [head] + [[r.precision + (f" {SHORT_MARK}" if r.short else ""), str(r.depth), r.where,
                       *(_setting(r.facts.get(k)) for k in keys), str(len(r.runs))] + [cell(r, c) for c in columns]
                      for r in rows]
@@ -71,7 +72,9 @@ def _md_table(lines: list[list[str]]) -> str:
 def _notes(rows) -> list[str]:
     notes = ["Medians over repeated runs (seeds), with (min–max) where they differ. A row is one experiment: "
              "runs that differ in any setting but the seed are separate rows. Empty cells: not measured by "
-             "those runs; columns no row measured are left out (results.csv keeps them)."]
+             "those runs; columns no row measured are left out (results.csv keeps them). Time to a test "
+             "accuracy (training time, evaluation excluded) is given only where every run of the row reached it; "
+             "its speed-up is fp32's time over the row's."]
     if any(r.short for r in rows):
         notes.append(short_note())
     if common_line(rows):

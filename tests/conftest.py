@@ -52,3 +52,7 @@ def run_cli(*args: str, cwd: str | None = None, env: dict | None = None, timeout
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     return subprocess.run([sys.executable, os.path.join(ROOT, "train", "run.py"), *args], cwd=cwd or ROOT,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")

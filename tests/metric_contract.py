@@ -10,12 +10,18 @@ NVML_STEP_KEYS = ["nvml/pcie_tx_bytes_per_s", "nvml/pcie_rx_bytes_per_s", "nvml/
 COMM_STEP_KEYS = ["comm/allreduce_bytes", "comm/allreduce_time_s", "comm/algbw_bytes_per_s", "comm/busbw_bytes_per_s",
                   "dist/step_time_max_s", "dist/step_time_min_s"]  # DDP only
 SCALED_STEP_KEYS = ["amp/loss_scale", "amp/skipped_steps"]  # amp_fp16 and fp16 only
-EPOCH_KEYS = ["epoch", "train/acc", "test/loss", "test/acc", "epoch/time_s"]
+EPOCH_KEYS = ["epoch", "train/acc", "test/loss", "test/acc", "epoch/time_s", "cum/train_s", "cum/images"]
+NVML_EPOCH_KEYS = ["cum/energy_j"]  # GPUs with NVML's energy counter
 SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/train_s", "train/images_per_s",
                 "train/images_per_s_per_gpu", "train/step_time_s", "train/timed_steps", "train/images",
                 "train/segments", "train/steps", "test/acc", "test/best_acc", "test/last_acc",
-                "precision/lost_update_frac"]
-CUDA_SUMMARY_KEYS = ["mem/peak_allocated_bytes", "mem/peak_reserved_bytes"]
+                "precision/lost_update_frac", "train/end", "mem/params_bytes", "mem/grads_bytes",
+                "mem/optimizer_bytes"]
+# time_to_acc/<percent> per --target-acc (0.93 -> time_to_acc/93): these fields where reached, absent where not
+TIME_TO_ACC_FIELDS = ["time_s", "epoch", "step", "images", "test_acc"]
+NVML_TIME_TO_ACC_FIELDS = ["energy_j"]
+CUDA_SUMMARY_KEYS = ["mem/peak_allocated_bytes", "mem/peak_reserved_bytes", "mem/data_bytes", "mem/measurement_bytes",
+                     "mem/activations_bytes"]
 CPU_SUMMARY_KEYS = ["mem/rss_peak_bytes"]
 DIVERGED_SUMMARY_KEYS = ["train/diverged_at_step"]  # only in runs that diverged
 CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "effective_lr", "optimizer", "epochs", "seed",

@@ -10,8 +10,9 @@ from train.config import build_parser, parse_args
 OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", "--lr", "--optimizer", "--num-workers",
            "--dataset", "--data-dir", "--download", "--loader", "--device", "--out-dir", "--project", "--entity",
            "--group", "--name", "--tags", "--wandb-mode", "--log-every", "--ckpt-every", "--ckpt-artifact", "--seed",
-           "--resume", "--nvml-hz", "--wandb-stats-interval", "--wandb-init-timeout", "--gpus", "--nodes", "--rdzv-endpoint", "--rdzv-id",
-           "--dist-timeout", "--grad-compress", "--lr-scaling", "--use_34", "--use_50", "--use_amp", "--use_half", "--use_cuda", "--use_ddp", "--num_workers",
+           "--resume", "--nvml-hz", "--wandb-stats-interval", "--wandb-init-timeout", "--gpus", "--nodes",
+           "--rdzv-endpoint", "--rdzv-id", "--dist-timeout", "--grad-compress", "--lr-scaling", "--target-acc",
+           "--stop-at-acc", "--use_34", "--use_50", "--use_amp", "--use_half", "--use_cuda", "--use_ddp", "--num_workers",
            "--epoch", "--batch_size"]
 
 

@@ -20,6 +20,8 @@ H100 = "NVIDIA H100 80GB HBM3"
 XEON = "Intel(R) Xeon(R) Platinum 8480+"
 COMMIT, OTHER_COMMIT = "abc123def4567890abc123def4567890abc12345", "fedcba9876543210fedcba9876543210fedcba98"
 # precision/lost_update_frac per log window: the report's column is 100 × the run's mean
+FP32_TTA = {"80": (100.0, 10, 5e3), "90": (300.0, 30, 15e3), "93": (600.0, 60, 30e3), "94": (900.0, 90, 45e3)}
+BF16_TTA = {"80": (60.0, 12, 2e3), "90": (180.0, 36, 6e3), "93": (500.0, 84, 16e3)}
 LOST = {"fp32": [0.0001, 0.0003], "bf16": [0.2, 0.4], "amp_bf16": [0.001, 0.003], "fp16": [0.1, 0.1]}
 
 
@@ -33,7 +35,7 @@ def _experiment(precision, depth=18, batch_size=128, world_size=1, seed=0, devic
 
 def _spec(folder, name, precision, ips, *, depth=18, batch_size=128, world_size=1, seed=0, device="cuda",
           timed_steps=400, started="2026-11-24T09:00:00+00:00", commit=COMMIT, dirty=False, exit_code=0,
-          summary=None, legacy=False):
+          summary=None, legacy=False, tta=None, parts=None):
     """One run as the runner writes it: config, logged windows and summary."""
     cpu = device == "cpu"
     total_steps = 50000 * 600 // (batch_size * world_size)
@@ -42,6 +44,8 @@ def _spec(folder, name, precision, ips, *, depth=18, batch_size=128, world_size=
     config = {"precision": precision, "depth": depth, "batch_size": batch_size, "seed": seed, "warmup_steps": 10,
               "total_steps": total_steps, "system": system, "model": {"train_flops_per_image": 1.67e9},
               "nvml": {"available": not cpu, "pcie_peak_bytes_per_s": None if cpu else 63e9}}
+    if tta is not None:
+        config["target_acc"] = [0.8, 0.9, 0.93, 0.94]
     if not legacy:
         config["experiment"] = _experiment(precision, depth, batch_size, world_size, seed, device)
         config["provenance"] = {"git_commit": commit, "git_dirty": dirty, "started_at": started}
@@ -56,7 +60,20 @@ def _spec(folder, name, precision, ips, *, depth=18, batch_size=128, world_size=
         if cpu:
             window["mem/rss_peak_bytes"] = 3e9
         history.append(window)
-    full = {"train/images_per_s": ips, "train/images_per_s_per_gpu": ips / world_size, "time/train_s": 1e7 / ips,
+    extra = {}
+    if tta is not None:  # {pct: (time_s, epoch, energy_j)}: each evaluation logged where the run stood
+        extra["train/end"] = "finished"
+        for i, (pct, (time_s, epoch, energy)) in enumerate(sorted(tta.items())):
+            history.append({"train/step": 1000 * (i + 1), "epoch": epoch, "test/acc": int(pct) / 100,
+                            "cum/train_s": time_s})
+            extra[f"time_to_acc/{pct}"] = {"time_s": time_s, "epoch": epoch, "step": 1000 * (i + 1),
+                                           "images": epoch * 50000, "test_acc": int(pct) / 100,
+                                           **({"energy_j": energy} if energy is not None else {})}
+    if parts is not None:  # weights bytes: the rest follow as the runner measures them
+        extra.update({"mem/params_bytes": parts, "mem/grads_bytes": parts, "mem/optimizer_bytes": parts})
+        if not cpu:
+            extra.update({"mem/data_bytes": 250e6, "mem/measurement_bytes": parts, "mem/activations_bytes": 3e9})
+    full = {**extra, "train/images_per_s": ips, "train/images_per_s_per_gpu": ips / world_size, "time/train_s": 1e7 / ips,
             "train/steps": timed_steps + 10, "ckpt/size_bytes": 45e6 if precision != "bf16" else 22.5e6,
             "test/best_acc": 0.93, "test/last_acc": 0.92}
     if not legacy:
@@ -89,9 +106,13 @@ def _specs(root):
     gpu, cpu, legacy = (os.path.join(root, f) for f in ("gpu", "cpu", "legacy"))
     return [
         # repeats over seeds: one row, median (min–max)
-        *(_spec(gpu, f"fp32-s{s}", "fp32", ips, seed=s, started=f"2026-11-2{s}T10:00:00+00:00")
+        # time to accuracy: fp32 reaches 94% in two of its three seeds; bf16 is faster to 93% with 40% more
+        # epochs, and never reaches 94%
+        *(_spec(gpu, f"fp32-s{s}", "fp32", ips, seed=s, started=f"2026-11-2{s}T10:00:00+00:00",
+                tta=FP32_TTA if s < 2 else {k: v for k, v in FP32_TTA.items() if k != "94"}, parts=44.7e6)
           for s, ips in ((0, 10000), (1, 11000), (2, 12000))),
-        *(_spec(gpu, f"bf16-s{s}", "bf16", ips, seed=s) for s, ips in ((0, 20000), (1, 22000))),
+        *(_spec(gpu, f"bf16-s{s}", "bf16", ips, seed=s, tta=BF16_TTA, parts=22.4e6)
+          for s, ips in ((0, 20000), (1, 22000))),
         _spec(gpu, "bf16-b256", "bf16", 26000, batch_size=256, dirty=True, commit=OTHER_COMMIT,
               started="2026-11-25T18:42:00+00:00"),  # same precision, other batch size: its own row
         _spec(gpu, "amp_bf16-short", "amp_bf16", 30000, timed_steps=10),  # too short to measure
@@ -99,8 +120,8 @@ def _specs(root):
         _spec(gpu, "bf16-2gpu", "bf16", 38000, world_size=2),
         _spec(gpu, "fp16-diverged", "fp16", 25000, exit_code=1, summary={"train/diverged_at_step": 123}),
         _spec(gpu, "fp32-r34-failed", "fp32", 5000, depth=34, exit_code=1),
-        _spec(cpu, "cpu-fp32", "fp32", 100, device="cpu", timed_steps=100),
-        _spec(cpu, "cpu-bf16", "bf16", 150, device="cpu", timed_steps=100),
+        _spec(cpu, "cpu-fp32", "fp32", 100, device="cpu", timed_steps=100, parts=44.7e6),
+        _spec(cpu, "cpu-bf16", "bf16", 150, device="cpu", timed_steps=100, parts=22.4e6),
         # before the `experiment` config: keyed by precision, depth, GPUs, batch, device, steps; RSS under the
         # allocator's key on CPU
         _spec(legacy, "legacy-cpu", "fp32", 90, device="cpu", legacy=True,
@@ -300,6 +321,56 @@ def test_bandwidth_plot_draws_no_all_zero_series(captured_plots, runs, tmp_path)
     assert plots.bandwidth_over_steps(one_gpu, str(tmp_path)) == "bandwidth.png"
     names = [t.get_text() for t in figures["bandwidth.png"].axes[0].get_legend().get_texts()]
     assert names and all("pcie_tx" in n for n in names)  # busbw is all 0 on one rank: not drawn
+
+
+def test_time_to_accuracy_columns_speed_up_and_energy_only_where_every_run_reached(report):
+    rows = _csv(report[0])
+    fp32, bf16 = _row(rows, "fp32", batch_size=128), _row(rows, "bf16", batch_size=128)
+    assert float(fp32["tta_s_93"]) == 600 and float(bf16["tta_s_93"]) == 500
+    assert float(bf16["tta_speedup_93"]) == pytest.approx(1.2) and float(bf16["tta_epochs_93"]) == 84
+    assert float(fp32["tta_energy_kj_93"]) == 30 and float(bf16["tta_energy_kj_93"]) == 16
+    assert bf16["tta_s_94"] == "" and bf16["tta_speedup_94"] == ""  # never reached: empty, not a guess
+    assert fp32["tta_s_94"] == ""  # two of three seeds reached it: no median of the lucky ones
+    assert _row(rows, "fp32", gpus=2)["tta_s_80"] == ""  # a run that recorded no time to accuracy
+    text = open(report[0] / "results.md").read()
+    head = _md_rows(_section(text, "## All points"))[0]
+    assert {"Time to 93% (s)", "Speed-up to 93% vs fp32 (x)", "Epochs to 93%", "Energy to 93% (kJ)"} <= set(head)
+    assert "Time to 94% (s)" not in head  # no row has it for every run
+    observations = _section(text, "### Observations")
+    assert ("bf16 (batch_size 128): throughput 1.91× fp32's (21,000 vs 11,000); time to 93% 1.20× fp32's speed "
+            "(500.0 vs 600.0 s; 84 vs 60 epochs, 40% more; energy 0.53× fp32's)") in observations
+    assert "94% reached by 0 of 2 run(s), which fp32 reached" not in observations  # fp32's own 94% is empty
+
+
+def test_memory_parts_columns_and_stacked_bar_beside_the_checkpoint(report, captured_plots, tmp_path):
+    rows = _csv(report[0])
+    bf16 = _row(rows, "bf16", batch_size=128)
+    assert float(bf16["params_mib"]) == pytest.approx(22.4e6 / 2**20)
+    assert float(bf16["activations_mib"]) == pytest.approx(3e9 / 2**20)
+    cpu = _row(rows, "bf16", device="cpu")
+    assert cpu["params_mib"] and cpu["activations_mib"] == "" and cpu["other_mib"] == ""  # no allocator on CPU
+    plots, plot_rows, figures = captured_plots
+    assert plots.memory_and_size(plot_rows, 18, ("cuda", 1), str(tmp_path)) == "memory_size.png"
+    parts, peak, size = figures["memory_size.png"].axes  # rows that recorded no parts show their allocator peak
+    assert peak.get_xlabel() == "peak memory, allocator (GiB)" and len(peak.patches) == 2
+    assert [t.get_text() for t in parts.get_legend().get_texts()] == [
+        "weights", "gradients", "optimizer state", "activations + workspace", "data set + measurement copy"]
+    assert parts.get_xlabel() == "training memory by part (MiB)" and size.get_xlabel() == "checkpoint (MiB)"
+
+
+def test_accuracy_plot_draws_each_rows_curve_with_the_targets_marked(captured_plots, runs, tmp_path):
+    plots, rows, figures = captured_plots
+    from report.collect import from_folder
+
+    by_id = {r.id: r for r in from_folder(str(runs / "gpu"))[0]}
+    one = {r.precision: (r.precision, by_id[r.runs[0][0]]) for r in rows
+           if r.gpus == 1 and r.precision in ("fp32", "bf16") and r.facts.get("batch_size") == 128}
+    assert plots.accuracy_vs_time(rows, str(tmp_path), one) == "accuracy_time.png"
+    ax = figures["accuracy_time.png"].axes[0]
+    curves = {line.get_label(): list(line.get_xdata()) for line in ax.lines if not line.get_label().startswith("_")}
+    assert curves["bf16"] == [60, 180, 500] and curves["fp32"][:3] == [100, 300, 600]  # a seed without 94%
+    targets = sorted(line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":")
+    assert targets == [80, 90, 93, 94]
 
 
 def test_report_html_renders_and_fits_the_page_in_headless_chromium(report, tmp_path):

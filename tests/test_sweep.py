@@ -16,7 +16,7 @@ import slurm_cluster
 from conftest import ROOT
 from test_training import _inspect
 
-SWEEPS = [os.path.join(ROOT, "sweeps", f) for f in ("grid.yaml", "smoke.yaml")]
+SWEEPS = [os.path.join(ROOT, "sweeps", f) for f in ("grid.yaml", "smoke.yaml", "time_to_acc.yaml")]
 SWEEP = [sys.executable, "-m", "train.sweep"]
 
 

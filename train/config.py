@@ -13,6 +13,9 @@ from train.errors import UsageError
 
 PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16")
 DEPTHS = (18, 34, 50)
+# Test accuracies whose time (and images, energy) a run records when it first reaches them: MLPerf's and
+# DAWNBench's 94% for CIFAR-10, and lower milestones that every precision should pass. For real CIFAR-10 only.
+DEFAULT_TARGETS = (0.80, 0.90, 0.93, 0.94)
 
 
 @dataclass
@@ -57,6 +60,8 @@ class RunConfig:
     dist_timeout: float = 600.0
     grad_compress: str = "none"
     lr_scaling: str = "none"
+    target_acc: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    stop_at_acc: float | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -76,6 +81,8 @@ def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: st
         out["num_workers"] = None  # only the DataLoader path has workers (and their augmentation seeds)
     out.update(world_size=world_size, train_images=train_images, device=device,
                effective_lr=effective_lr(cfg, world_size))
+    if cfg.stop_at_acc is not None:  # a run cut short at a target is not the full run: its own experiment
+        out["stop_at_acc"] = cfg.stop_at_acc
     return out
 
 
@@ -138,6 +145,17 @@ _positive_float = _bounded(float, "a positive number", inclusive=False)
 _non_negative_float = _bounded(float, "a number >= 0", inclusive=True)
 
 
+def _accuracy(text: str) -> float:
+    """An argparse type: a test accuracy as a fraction, 0 < x <= 1 (93% is 0.93)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1 (93% is 0.93), got {text}")
+    return value
+
+
 def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
     d = RunConfig()
     p = OneLineParser(
@@ -179,6 +197,13 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
     t.add_argument("--lr-scaling", choices=("none", "linear"), default=d.lr_scaling,
                    help="linear: multiply --lr by the number of processes (the global batch grows with them); "
                    "the effective value is recorded in the config")
+    t.add_argument("--target-acc", type=_accuracy, nargs="+", default=d.target_acc, metavar="ACC",
+                   help="test accuracies (fractions) whose training time, epoch, images and, on GPUs, energy the "
+                   "run records when it first reaches each (summary time_to_acc/<percent>); defaults are for "
+                   "real CIFAR-10")
+    t.add_argument("--stop-at-acc", type=_accuracy, default=d.stop_at_acc, metavar="ACC",
+                   help="end the run at the end of the first epoch whose test accuracy reaches ACC (recorded "
+                   "as its end: target_reached); a time-to-accuracy sweep needs no full --epochs")
     t.add_argument("--seed", type=int, default=d.seed,
                    help="seed for weights, shuffling and augmentation (repeat a point over seeds to get its spread)")
 
@@ -249,6 +274,11 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     parser = build_parser()
     ns = parser.parse_args(_hyphenate(parser, sys.argv[1:] if argv is None else argv))
     values = {k: v for k, v in vars(ns).items() if not k.startswith("_")}
+    if values["stop_at_acc"] is not None and values["dataset"] == "synthetic":
+        parser.error("--stop-at-acc needs test accuracy: --dataset synthetic has no evaluation")
+    # The stop target is a target too: its time is recorded with the others.
+    targets = set(values["target_acc"]) | ({values["stop_at_acc"]} if values["stop_at_acc"] is not None else set())
+    values["target_acc"] = sorted(targets)
     return RunConfig(**values)
 
 

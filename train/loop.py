@@ -6,6 +6,7 @@ are CUDA events. Every --log-every steps (and at each epoch's end) one sync read
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class Training:
     comm: object | None = None  # distributed.CommMeter under DDP
     stop: object | None = None  # run.StopRequest: a signal asked the run to checkpoint and exit
     backlog: Backlog = field(default_factory=Backlog)  # what W&B's files may lack until they are closed
+    targets: list = field(default_factory=list)  # --target-acc: accuracies whose time to reach is recorded
+    stop_at_acc: float | None = None  # --stop-at-acc: end the run at the first epoch reaching it
 
     def log(self, metrics: dict) -> None:
         self.aggregates.add(metrics)
@@ -200,7 +203,7 @@ def fit(t: Training) -> dict:
         return "stop" if any(w["stop"] for w in windows) else None
 
     ended = None  # "stop" (a signal: checkpoint, to be continued) or "diverged" (a result: the run is over)
-    while progress.step < t.total_steps and t.train_loader.epoch < t.epochs and not ended:
+    while progress.step < t.total_steps and t.train_loader.epoch < t.epochs and not ended and not progress.end:
         epoch = t.train_loader.epoch
         started = time.perf_counter()
         if not step_losses:
@@ -269,11 +272,25 @@ def fit(t: Training) -> dict:
                 t.sampler.discard()  # evaluation is not training: keep it out of rates and energy per image
             progress.best_test_acc = max(progress.best_test_acc or 0.0, epoch_metrics["test/acc"])
             progress.last_test_acc = epoch_metrics["test/acc"]
+            # Where the run stands at this evaluation: what time to accuracy is read from (and checked against).
+            energy = job_energy(t)
+            epoch_metrics.update({"cum/train_s": progress.train_time_s,
+                                  "cum/images": progress.images * t.ranks.world_size})
+            if energy is not None:
+                epoch_metrics["cum/energy_j"] = energy
+            if progress.curve is not None:
+                progress.curve.append([epoch + 1, progress.step, progress.train_time_s,
+                                       progress.images * t.ranks.world_size, energy, epoch_metrics["test/acc"]])
         t.log(epoch_metrics)
         t.console.say("epoch {}/{} done in {:.1f}s: {}".format(
             epoch + 1, t.epochs, epoch_time,
             ", ".join(f"{k} {v:.4f}" for k, v in epoch_metrics.items() if k.startswith(("train/acc", "test/")))
             or "no evaluation (synthetic data)"))
+        if t.stop_at_acc is not None and epoch_metrics.get("test/acc", -1.0) >= t.stop_at_acc:
+            progress.end = "target_reached"  # in the training state: a resume from here trains no further
+            t.console.say(f"test accuracy {epoch_metrics['test/acc']:.4f} reached --stop-at-acc {t.stop_at_acc} "
+                          f"at epoch {epoch + 1}: the run ends here")
+            break
         finished_epoch = t.train_loader.step == 0
         if t.ckpt_every and finished_epoch and t.train_loader.epoch % t.ckpt_every == 0 \
                 and progress.step < t.total_steps and t.train_loader.epoch < t.epochs:
@@ -305,7 +322,77 @@ def summary(t: Training) -> dict:
         "amp/skipped_steps": p.skipped_steps if t.scaler.is_enabled() else None,
         "test/best_acc": p.best_test_acc,
         "test/last_acc": p.last_test_acc,
+        "train/end": end_reason(p),
+        **time_to_accuracy(p.curve, t.targets),
+        **memory_parts(t),
     }
+
+
+def end_reason(p: Progress) -> str:
+    """Why the run ended: diverged, target_reached (--stop-at-acc) or finished (--epochs or --max-steps)."""
+    if p.diverged_at_step is not None:
+        return "diverged"
+    return p.end or "finished"
+
+
+def target_key(target: float) -> str:
+    """time_to_acc/93 for 0.93, time_to_acc/93_5 for 0.935: a percentage, no dot in the key."""
+    return f"time_to_acc/{round(100 * target, 4):g}".replace(".", "_")
+
+
+def time_to_accuracy(curve: list | None, targets) -> dict:
+    """{time_to_acc/<pct>: {time_s, epoch, step, images[, energy_j]} at the first evaluation whose test accuracy
+    reached the target, or None when none did}. Empty when the curve is unknown (an older checkpoint)."""
+    if curve is None:
+        return {}
+    out = {}
+    for target in targets:
+        hit = next((c for c in curve if c[5] >= target), None)
+        if hit is None:
+            out[target_key(target)] = None
+            continue
+        epoch, step, time_s, images, energy, acc = hit
+        out[target_key(target)] = {"time_s": time_s, "epoch": epoch, "step": step, "images": images,
+                                   "test_acc": acc, **({"energy_j": energy} if energy is not None else {})}
+    return out
+
+
+def job_energy(t: Training) -> float | None:
+    """Training energy so far, summed over the job's GPUs; None unless every rank measured it."""
+    energy = t.sampler.energy_j() if t.sampler else None
+    if not t.ranks.enabled:
+        return energy
+    total = torch.tensor(math.nan if energy is None else energy, dtype=torch.float64, device=t.device)
+    distributed.sum_across(t.ranks, total)
+    return total.item() if math.isfinite(total.item()) else None
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(x.numel() * x.element_size() for x in tensors)
+
+
+def memory_parts(t: Training) -> dict:
+    """Where training memory goes, from the tensors themselves: weights, gradients and optimizer state (every
+    tensor in the optimizer's state); on GPUs also the device-resident data set, the lost-update measurement's
+    copy of the trainable weights (held during one step per window), and the rest of the allocator's peak:
+    activations and workspace (autocast's low-precision weight copies, cuDNN/cuBLAS workspaces, DDP buckets)."""
+    params = list(t.model.parameters())
+    weights = tensor_bytes(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    optimizer = tensor_bytes(v for s in t.optimizer.state.values() for v in s.values() if torch.is_tensor(v))
+    out = {"mem/params_bytes": weights, "mem/grads_bytes": tensor_bytes(grads) if grads else None,
+           "mem/optimizer_bytes": optimizer}
+    peak = t.memory.peaks.get("mem/peak_allocated_bytes")
+    if peak is not None and grads:
+        on_device = [x for loader in (t.train_loader, t.test_loader) if loader is not None
+                     for x in (getattr(loader, "images", None), getattr(loader, "labels", None))
+                     if torch.is_tensor(x) and x.device.type == t.device.type]
+        data = tensor_bytes(on_device)
+        copy = tensor_bytes(p for p in params if p.requires_grad)
+        rest = peak - weights - out["mem/grads_bytes"] - optimizer - data - copy
+        out.update({"mem/data_bytes": data, "mem/measurement_bytes": copy,
+                    "mem/activations_bytes": rest if rest >= 0 else None})  # below 0: the parts are not all in it
+    return out
 
 
 def across_ranks(windows: list[dict]) -> dict:

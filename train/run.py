@@ -171,6 +171,8 @@ def _how_it_ended(run_dir: str) -> str:
         return f"{checkpoint.RESULT_FILE} present"
     if result.get("train/diverged_at_step"):
         return f"diverged at step {result['train/diverged_at_step']}"
+    if result.get("end") == "target_reached":
+        return f"reached --stop-at-acc at step {result.get('train/steps')}"
     return f"finished at step {result.get('train/steps')}"
 
 
@@ -365,7 +367,8 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
                  images_per_step=cfg.batch_size * ranks.world_size, progress=progress, epoch_sums=epoch_sums,
                  throughput=throughput,
                  memory=memory, aggregates=aggregates, state=state, sampler=sampler, ranks=ranks, comm=comm,
-                 stop=stop, backlog=backlog)
+                 stop=stop, backlog=backlog, targets=cfg.target_acc if test_loader is not None else [],
+                 stop_at_acc=cfg.stop_at_acc)
 
     exit_code = 1
     try:
@@ -390,7 +393,7 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
             sampler.stop()
         tracker.finish(exit_code)
     result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
-              "device": device.type, "end": "diverged" if exit_code == EXIT_DIVERGED else "finished"}
+              "device": device.type, "end": summary["train/end"]}
     if ranks.is_main:
         write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
         if exit_code == EXIT_DIVERGED:

@@ -30,6 +30,11 @@ class Progress:
     last_test_acc: float | None = None
     diverged_at_step: int | None = None
     segments: int = 0  # processes that have trained this run: 1 for an unbroken run
+    # One entry per evaluated epoch, [epoch, step, train_time_s, images (the job's), energy_j (the job's GPUs;
+    # None where not measured), test_acc]: time to any accuracy target is read from it, after any number of
+    # restarts. None: a checkpoint from before it was kept, so the early epochs are unknown.
+    curve: list | None = field(default_factory=list)
+    end: str | None = None  # "target_reached" once --stop-at-acc was reached: a resume trains no further
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -37,6 +42,8 @@ class Progress:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+        if "curve" not in state and state.get("step"):
+            self.curve = None  # trained before the curve was kept: time to accuracy is not known
 
 
 class RngState:

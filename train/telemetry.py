@@ -291,6 +291,12 @@ class NvmlSampler:
                 c.total_seconds -= c.seconds
             self._reset_window()
 
+    def energy_j(self) -> float | None:
+        """Training energy so far (the same total as nvml/energy_total_j), None without an energy counter."""
+        with self._lock:
+            energy = self.counters.get("energy")
+            return energy.total if energy is not None and energy.total_seconds > 0 else None
+
     def summary(self, images: int) -> dict:
         """Means and totals over training (windows only; discarded spans excluded)."""
         out = {}

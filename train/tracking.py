@@ -175,6 +175,7 @@ class Tracker:
         for prefix in STEP_PREFIXES:
             run.define_metric(f"{prefix}/*", step_metric="train/step", summary=STEP_SUMMARY)
         run.define_metric("epoch", step_metric="train/step", summary="last")
+        run.define_metric("cum/*", step_metric="train/step", summary="last")  # where each evaluation stood
         if self.world_size > 1:
             for rank in range(self.world_size):
                 run.define_metric(f"rank{rank}/*", step_metric="train/step", summary=STEP_SUMMARY)

@@ -1,0 +1,196 @@
+"""Time to accuracy and where training memory goes, on the tiny learnable data set: a target reached is recorded
+at the cumulative training time of the epoch that reached it (as the history shows), an unreached target is
+empty, --stop-at-acc ends the run as a result, a stopped-and-resumed run records the same crossing, and the
+memory parts are the tensors' own bytes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli, write_cifar
+from test_training import _inspect
+
+RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
+# On this data set (40 training images, 32 test images, seed 0) bf16 at lr 0.02 reaches a test accuracy of
+# 0.06, 0.16, 0.44, 0.66 after epochs 1..4 (CPU: deterministic): 0.3 is first reached at epoch 3, 0.99 never.
+LOW, NEVER = 0.3, 0.99
+
+
+def _history(run_dir):
+    """Every logged row of every segment of a run, in order, read with W&B's own reader."""
+    folder = os.path.join(run_dir, "wandb")
+    rows = []
+    for segment in sorted(d for d in os.listdir(folder) if d.startswith("offline-run-")):
+        records = [json.loads(line) for line in _inspect(os.path.join(folder, segment)).splitlines() if line.strip()]
+        rows += [r["history"]["item"] for r in records if r.get("type") == "history"]
+    return rows
+
+
+def _summary(run_dir):
+    folder = os.path.join(run_dir, "wandb")
+    last = sorted(d for d in os.listdir(folder) if d.startswith("offline-run-"))[-1]
+    return json.loads(_inspect(os.path.join(folder, last), "--summary"))["summary"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three bf16 runs of 4 epochs: unbroken; stopped by SIGTERM in epoch 2 and resumed; --stop-at-acc LOW."""
+    root = tmp_path_factory.mktemp("tta")
+    data = write_cifar(str(root / "data"), per_batch=8, n_test=32)
+    common = [*RUNNER, "--data-dir", data, "--epochs", "4", "--batch-size", "8", "--log-every", "1", "--lr", "0.02",
+              "--warmup-steps", "2", "--precision", "bf16", "--device", "cpu", "--wandb-mode", "offline",
+              "--out-dir", str(root), "--resume", "auto", "--target-acc", str(LOW), str(NEVER)]
+    env = {**os.environ, "WANDB_DISABLE_GIT": "true"}
+    whole = subprocess.run([*common, "--name", "whole"], capture_output=True, text=True, timeout=600, env=env)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen([*common, "--name", "part"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    for line in proc.stdout:
+        if "step 7/20" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    again = subprocess.run([*common, "--name", "part"], capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr
+    stop = subprocess.run([*common, "--name", "stop", "--stop-at-acc", str(LOW)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert stop.returncode == 0, stop.stderr
+    return {name: root / name for name in ("whole", "part", "stop")} | {"stop_stdout": stop.stdout,
+                                                                          "common": common}
+
+
+def _result(run_dir):
+    return json.load(open(run_dir / "result.json"))
+
+
+def test_a_reached_target_is_the_cumulative_training_time_of_its_epoch_in_the_history(runs):
+    for name in ("whole", "part"):
+        result, history = _result(runs[name]), _history(runs[name])
+        evaluations = [h for h in history if "test/acc" in h]
+        assert [h["epoch"] for h in evaluations] == [1, 2, 3, 4]
+        first = next(h for h in evaluations if h["test/acc"] >= LOW)
+        hit = result["time_to_acc/30"]
+        assert hit["epoch"] == first["epoch"] == 3 and hit["step"] == first["train/step"] == 15
+        assert hit["time_s"] == first["cum/train_s"]  # training time only: evaluation is not in it
+        assert hit["images"] == first["cum/images"] == 15 * 8 and hit["test_acc"] == first["test/acc"]
+        assert "energy_j" not in hit  # CPU: no energy counter, so no figure (never a guess)
+        # cumulative training time is the sum of the epochs' training times
+        assert first["cum/train_s"] == pytest.approx(sum(h["epoch/time_s"] for h in evaluations[:3]), rel=1e-6)
+        assert evaluations[-1]["cum/train_s"] == pytest.approx(result["time/train_s"], rel=1e-9)
+        # W&B's summary holds the same record; the unreached target has no figure there
+        summary = _summary(runs[name])
+        assert summary["time_to_acc/30"]["time_s"] == pytest.approx(hit["time_s"])
+        assert "time_to_acc/99" not in summary and summary["train/end"] == "finished"
+
+
+def test_an_unreached_target_is_empty(runs):
+    result = _result(runs["whole"])
+    assert "time_to_acc/99" in result and result["time_to_acc/99"] is None
+    assert result["test/best_acc"] < NEVER and result["end"] == "finished"
+
+
+def test_a_stopped_and_resumed_run_records_the_crossing_of_the_unbroken_run(runs):
+    whole, part = _result(runs["whole"]), _result(runs["part"])
+    assert part["train/segments"] == 2
+    for key in ("epoch", "step", "images", "test_acc"):
+        assert part["time_to_acc/30"][key] == whole["time_to_acc/30"][key], key
+    assert 0 < part["time_to_acc/30"]["time_s"] <= part["time/train_s"]
+
+
+def test_stop_at_acc_ends_the_run_at_the_target_as_its_reason(runs):
+    result, history = _result(runs["stop"]), _history(runs["stop"])
+    assert result["end"] == result["train/end"] == "target_reached"
+    assert result["train/steps"] == 15 and max(h["epoch"] for h in history if "test/acc" in h) == 3
+    assert result["time_to_acc/30"]["time_s"] == pytest.approx(result["time/train_s"])
+    assert "reached --stop-at-acc 0.3 at epoch 3" in runs["stop_stdout"]
+    assert _summary(runs["stop"])["train/end"] == "target_reached"
+    again = subprocess.run([*runs["common"], "--name", "stop", "--stop-at-acc", str(LOW)], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "has already ended (reached --stop-at-acc at step 15)" in again.stdout
+
+
+def test_a_target_reached_but_not_yet_saved_as_ended_trains_no_further_on_resume(tmp_path):
+    from train.state import Progress
+
+    p = Progress()
+    p.load_state_dict({"step": 15, "end": "target_reached", "curve": [[3, 15, 1.0, 120, None, 0.4]]})
+    assert p.end == "target_reached"  # fit's loop condition: nothing more to train
+    old = Progress()
+    old.load_state_dict({"step": 15})  # a checkpoint from before the curve was kept
+    assert old.curve is None
+    from train.loop import time_to_accuracy
+    assert time_to_accuracy(None, [0.3]) == {}  # unknown, not "not reached"
+
+
+def test_memory_parts_are_the_tensors_bytes(runs):
+    result = _result(runs["whole"])
+    params = 11_173_962  # ResNet-18 (CIFAR layout)
+    # pure bf16: weights bf16 except BatchNorm's fp32 (9,600 affine parameters in 20 BN layers)
+    ckpt = torch.load(runs["whole"] / "checkpoint.pt", weights_only=True)["state"]
+    model = {k: v for k, v in ckpt["model"].items() if "running" not in k and "num_batches" not in k}
+    assert sum(v.numel() for v in model.values()) == result["model/params"] == params
+    expected = sum(v.numel() * v.element_size() for v in model.values())
+    assert result["mem/params_bytes"] == expected < 4 * params
+    assert result["mem/grads_bytes"] == expected  # a gradient per trainable weight, in its dtype
+    momentum = sum(s["momentum_buffer"].numel() * s["momentum_buffer"].element_size()
+                   for s in ckpt["optimizer"]["state"].values())
+    assert result["mem/optimizer_bytes"] == momentum == expected  # SGD: one momentum buffer per weight
+    assert "mem/activations_bytes" not in result  # CPU: no allocator peak to take them from
+
+
+@pytest.mark.parametrize("precision, weight_bytes", [("fp32", 4), ("bf16", 2)])
+def test_parameter_bytes_are_params_times_dtype_size(tmp_path, precision, weight_bytes):
+    from train.config import parse_args
+    from train.run import train
+
+    result = train(parse_args(["--dataset", "synthetic", "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
+                               "--wandb-mode", "disabled", "--precision", precision, "--out-dir", str(tmp_path)]))
+    bn = 9_600  # BatchNorm weights and biases stay fp32 in pure bf16
+    assert result["mem/params_bytes"] == (result["model/params"] - bn) * weight_bytes + bn * 4
+    assert result["mem/grads_bytes"] == result["mem/params_bytes"] == result["mem/optimizer_bytes"]
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_activations_are_the_allocator_peak_less_the_tensors(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from train.config import parse_args
+    from train.run import train
+
+    result = train(parse_args(["--dataset", "synthetic", "--max-steps", "20", "--batch-size", "128", "--device",
+                               "cuda", "--wandb-mode", "disabled", "--precision", "amp_bf16", "--out-dir",
+                               str(tmp_path)]))
+    parts = sum(result[f"mem/{k}_bytes"] for k in ("params", "grads", "optimizer", "data", "measurement",
+                                                   "activations"))
+    assert parts == result["mem/peak_allocated_bytes"] and result["mem/activations_bytes"] > 0
+
+
+def test_stop_at_acc_with_synthetic_data_is_one_line_and_exit_2():
+    result = run_cli("--dataset", "synthetic", "--stop-at-acc", "0.9")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--stop-at-acc" in lines[0] and "synthetic" in lines[0]
+
+
+@pytest.mark.parametrize("value", ["93", "0", "-0.5", "x"])
+def test_an_accuracy_outside_0_to_1_is_refused(value):
+    for flag in ("--target-acc", "--stop-at-acc"):
+        result = run_cli(flag, value)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_stop_target_is_a_target_and_defaults_are_cifar10s():
+    from train.config import parse_args
+
+    assert parse_args([]).target_acc == [0.8, 0.9, 0.93, 0.94]
+    assert parse_args(["--stop-at-acc", "0.95"]).target_acc == [0.8, 0.9, 0.93, 0.94, 0.95]
+    assert parse_args(["--target-acc", "0.5"]).target_acc == [0.5]
+    from train.loop import target_key
+    assert (target_key(0.93), target_key(0.935), target_key(0.8)) == ("time_to_acc/93", "time_to_acc/93_5",
+                                                                       "time_to_acc/80")
