@@ -176,7 +176,7 @@ def point_of(r: dict) -> tuple:
 
 def table(rows: list[dict], max_spread: float = 0.10) -> str:
     """One line per point: medians over rounds, and ratios to fp32 (same depth, loader, compile) with range."""
-    runs = [r for r in rows if r.get("kind", "runner") == "runner"]
+    runs = sorted((r for r in rows if r.get("kind", "runner") == "runner"), key=lambda r: r.get("index", 0))
     speed = paired(runs, point_of, lambda r: (r["depth"], "fp32", *point_of(r)[2:]), "train/images_per_s",
                    max_spread)
     size = paired(runs, point_of, lambda r: (r["depth"], "fp32", *point_of(r)[2:]), "ckpt/size_bytes", max_spread)
@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                     reason = refusal(args.device, prec, mode)
                     for hz in sampler_rates:
                         row = {"depth": depth, "precision": prec, "loader": loader, "compile": mode,
-                               "batch_size": batch, "nvml_hz": hz, "round": 0, "kind": "runner"}
+                               "batch_size": batch, "nvml_hz": hz, "round": 0, "kind": "runner",
+                               "index": len(points) + len(rows)}  # the table's order
                         if reason:
                             rows.append({**row, "error": reason})
                         else:
