@@ -98,3 +98,11 @@ def test_fp32_turns_tf32_off_and_tf32_turns_it_on():
     exact = (a.double() @ a.double()).float()
     err = ((a @ a) - exact).abs().max().item()
     assert err < 1e-2  # IEEE fp32: TF32's 10-bit mantissa would be off by ~1 at this size
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_a_compiled_run_trains_and_saves_the_uncompiled_model(tmp_path, mode):
+    summary = _run(tmp_path, "--precision", "fp32", "--compile", mode)
+    assert summary["train/steps"] == 4 and summary["time/compile_s"] > 0
+    state = torch.load(os.path.join(summary["run_dir"], "checkpoint.pt"), weights_only=True)["state"]["model"]
+    assert not any(k.startswith(("_orig_mod.", "compiled.")) for k in state)

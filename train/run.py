@@ -312,6 +312,9 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         console.say(f"compiling the model (torch.compile, mode {cfg.compile}) ...")
         model = compiling.compile_model(model, cfg.compile)
         compile_s = compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, memory_format)
+        if comm:
+            comm.end_step()
+            comm.window()  # the warm-up's all-reduce is not a training step's
         console.say(f"compiled in {compile_s:.1f}s (time/compile_s; not part of any step time)")
     if ranks.is_main:
         tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
