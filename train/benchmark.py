@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=positive_int, help="times every point runs, interleaved (default: 3)")
     p.add_argument("--max-spread", type=float, default=0.10,
                    help="a ratio whose range over rounds is wider than this share of it is flagged as too wide")
-    p.add_argument("--steps", type=positive_int, help="steps per point (default: 6 on CPU, 300 on GPU)")
-    p.add_argument("--warmup-steps", type=int, help="steps left out of each median (default: 2 on CPU, 50 on GPU)")
+    p.add_argument("--steps", type=positive_int, help="steps per point (default: 4 on CPU, 300 on GPU)")
+    p.add_argument("--warmup-steps", type=int, help="steps left out of each median (default: 1 on CPU, 50 on GPU)")
     p.add_argument("--batch-size", type=positive_int, help="per-process batch (default: 32 on CPU, 256 on GPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--out-dir", default="runs/benchmark", help="runs are written here")
@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
 
     gpu = args.device != "cpu" and torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"
-    steps = args.steps or (300 if gpu else 6)
-    warmup = args.warmup_steps if args.warmup_steps is not None else (50 if gpu else 2)
+    steps = args.steps or (300 if gpu else 4)
+    warmup = args.warmup_steps if args.warmup_steps is not None else (50 if gpu else 1)
     batch = args.batch_size or (256 if gpu else 32)
     rounds = args.rounds or 3
     if args.nvml_ab and not gpu:
