@@ -202,7 +202,7 @@ def table(rows: list[dict], max_spread: float = 0.10) -> str:
         lines.append((*label, f"{ips:,.0f}" if ips else "-", fmt_ratio(speed.get(point, {})),
                       f"{1e3 * r['batch_size'] / ips:.1f}" if ips else "-", f"{setup:.1f}" if setup else "-",
                       f"{peak / 2**20:,.0f}" if peak else "-", f"{med('ckpt/size_bytes') / 2**20:.1f}",
-                      fmt_ratio(size.get(point, {}))))
+                      f"{size[point]['median']:.2f}x" if point in size else "-"))  # sizes do not vary
     return "\n".join(_columns(lines) + (["not run:"] + notes if notes else []))
 
 
