@@ -237,7 +237,9 @@ def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
               f"goal >= {goal:.2f}")]
     for point, d in pairs.items():
         step, wall = spread(d["step"], max_spread), spread(d["wall"], max_spread)
-        if step["min"] >= goal:
+        if step["wide"]:
+            verdict = "inconclusive (range too wide)"  # a wide range below the goal is noise as likely as cost
+        elif step["min"] >= goal:
             verdict = "met"
         elif step["max"] < goal:
             verdict = "missed"
