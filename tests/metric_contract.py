@@ -12,7 +12,8 @@ COMM_STEP_KEYS = ["comm/allreduce_bytes", "comm/allreduce_time_s", "comm/algbw_b
 SCALED_STEP_KEYS = ["amp/loss_scale", "amp/skipped_steps"]  # amp_fp16 and fp16 only
 EPOCH_KEYS = ["epoch", "train/acc", "test/loss", "test/acc", "epoch/time_s"]
 SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/train_s", "time/setup_s",
-                "train/images_per_s", "train/images_per_s_per_gpu", "train/step_time_s", "train/timed_steps", "train/images",
+                "train/images_per_s", "train/images_per_s_per_gpu", "train/step_time_s", "train/timed_steps",
+                "train/images",
                 "train/segments", "train/steps", "test/acc", "test/best_acc", "test/last_acc",
                 "precision/lost_update_frac"]
 CUDA_SUMMARY_KEYS = ["mem/peak_allocated_bytes", "mem/peak_reserved_bytes"]

@@ -192,7 +192,8 @@ def table(rows: list[dict], max_spread: float = 0.10) -> str:
         label = (str(r["depth"]), r["precision"], r["loader"], r["compile"])
         if "error" in r:
             lines.append((*label, *["-"] * (len(head) - 4)))
-            notes.append(f"  {r['precision']} (resnet{r['depth']}, {r['loader']}, compile {r['compile']}): {r['error']}")
+            notes.append(f"  {r['precision']} (resnet{r['depth']}, {r['loader']}, compile {r['compile']}): "
+                         f"{r['error']}")
             continue
         same = [x for x in runs if point_of(x) == point and "error" not in x]
         med = lambda key: statistics.median(v for x in same if (v := x.get(key)) is not None) \

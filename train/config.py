@@ -69,7 +69,8 @@ class RunConfig:
 # these, and the report compares runs as one experiment only when they match (the seed aside). The rest of
 # RunConfig (out-dir, names, logging, NVML rate, W&B mode, --max-steps, which may extend a run) may change.
 EXPERIMENT_FLAGS = ("depth", "precision", "dataset", "batch_size", "optimizer", "lr", "lr_scaling", "momentum",
-                    "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers", "grad_compress", "compile")
+                    "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers", "grad_compress",
+                    "compile")
 
 
 def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: str) -> dict:
