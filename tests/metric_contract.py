@@ -12,8 +12,9 @@ COMM_STEP_KEYS = ["comm/allreduce_bytes", "comm/allreduce_time_s", "comm/algbw_b
 SCALED_STEP_KEYS = ["amp/loss_scale", "amp/skipped_steps"]  # amp_fp16 and fp16 only
 EPOCH_KEYS = ["epoch", "train/acc", "test/loss", "test/acc", "epoch/time_s", "cum/train_s", "cum/images"]
 NVML_EPOCH_KEYS = ["cum/energy_j"]  # GPUs with NVML's energy counter
-SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/train_s", "train/images_per_s",
-                "train/images_per_s_per_gpu", "train/step_time_s", "train/timed_steps", "train/images",
+SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/train_s", "time/setup_s",
+                "train/images_per_s", "train/images_per_s_per_gpu", "train/step_time_s", "train/timed_steps",
+                "train/images",
                 "train/segments", "train/steps", "test/acc", "test/best_acc", "test/last_acc",
                 "precision/lost_update_frac", "train/end", "mem/params_bytes", "mem/grads_bytes",
                 "mem/optimizer_bytes"]
@@ -34,6 +35,6 @@ CONFIG_NESTED = {
     "data": ["train_images", "test_images", "synthetic", "steps_per_epoch", "global_batch_size"],
     "experiment": ["depth", "precision", "dataset", "train_images", "batch_size", "world_size", "device", "optimizer",
                    "lr", "lr_scaling", "effective_lr", "momentum", "weight_decay", "lr_schedule", "epochs", "seed",
-                   "loader", "num_workers", "grad_compress"],
+                   "loader", "num_workers", "grad_compress", "compile"],
     "provenance": ["git_commit", "git_dirty", "started_at"],
 }

@@ -1,8 +1,11 @@
 """The command line as a user meets it: --help, the original study's flags, and one-line errors (exit 2)."""
 
 import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, run_cli
 from train.config import build_parser, parse_args
@@ -13,7 +16,7 @@ OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", 
            "--resume", "--nvml-hz", "--wandb-stats-interval", "--wandb-init-timeout", "--gpus", "--nodes",
            "--rdzv-endpoint", "--rdzv-id", "--dist-timeout", "--grad-compress", "--lr-scaling", "--target-acc",
            "--stop-at-acc", "--use_34", "--use_50", "--use_amp", "--use_half", "--use_cuda", "--use_ddp", "--num_workers",
-           "--epoch", "--batch_size"]
+           "--epoch", "--batch_size", "--compile"]
 
 
 def test_help_explains_every_option_and_the_readme_lists_them():
@@ -52,7 +55,8 @@ def _one_line_error(result, *words):
     (["--lr", "-1"], ["--lr"]),
     (["--use_amp", "--use_half"], ["--use_half", "--use_amp"]),
     (["--depth", "18", "--use_50"], ["--use_50", "--depth"]),
-    (["--device", "cuda", "--dataset", "synthetic"], ["cuda"]),
+    pytest.param(["--device", "cuda", "--dataset", "synthetic"], ["cuda"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="asserts that no GPU is visible")),
     (["--resume", "auto", "--dataset", "synthetic"], ["--resume auto", "--name"]),
 ])
 def test_bad_flags_get_one_line_and_exit_2(args, words):
@@ -60,7 +64,7 @@ def test_bad_flags_get_one_line_and_exit_2(args, words):
 
 
 def test_missing_dataset_gets_one_line_naming_the_path(tmp_path):
-    result = run_cli("--data-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "runs"))
+    result = run_cli("--data-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "runs"), "--device", "cpu")
     _one_line_error(result, str(tmp_path / "none"), "--download")
     assert not os.path.exists(tmp_path / "runs" / "r18-fp32")
 
@@ -68,25 +72,98 @@ def test_missing_dataset_gets_one_line_naming_the_path(tmp_path):
 def test_corrupt_dataset_gets_one_line_naming_the_file(cifar_dir, tmp_path):
     bad = os.path.join(cifar_dir, "cifar-10-batches-py", "data_batch_2")
     open(bad, "wb").write(b"\x80\x02garbage")
-    _one_line_error(run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs")), bad)
+    _one_line_error(run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--device", "cpu"), bad)
 
 
 def test_unwritable_out_dir_gets_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the folder should be")
-    _one_line_error(run_cli("--dataset", "synthetic", "--out-dir", str(blocker / "runs")), str(blocker / "runs"))
+    _one_line_error(run_cli("--dataset", "synthetic", "--out-dir", str(blocker / "runs"), "--device", "cpu"),
+                    str(blocker / "runs"))
 
 
 def test_precision_the_cpu_cannot_run_fails_before_training(tmp_path):
-    result = run_cli("--precision", "tf32", "--dataset", "synthetic", "--out-dir", str(tmp_path))
+    result = run_cli("--precision", "tf32", "--dataset", "synthetic", "--out-dir", str(tmp_path), "--device", "cpu")
     _one_line_error(result, "tf32", "cpu")
     assert os.listdir(tmp_path) == []  # nothing written
 
 
 def test_a_run_prints_plain_progress_lines_when_output_is_not_a_terminal(cifar_dir, tmp_path):
     result = run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path), "--epochs", "1", "--batch-size", "8",
-                     "--log-every", "5", "--depth", "18")
+                     "--log-every", "5", "--depth", "18", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout
     assert "epoch 1/1 step 5/10 loss" in result.stdout and "epoch 1/1 step 10/10 loss" in result.stdout
     assert "epoch 1/1 done" in result.stdout and "test/acc" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["train/run.py"], ["-m", "train.benchmark"], ["-m", "train.bare"]])
+def test_help_answers_without_importing_torch_and_prints_each_default_once(command):
+    out = subprocess.run([sys.executable, "-X", "importtime", *command, "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported and "wandb" not in imported
+    options = out.stdout.split("\n  -")  # one block per option
+    for block in options:
+        assert block.count("default:") <= 1, block
+    assert "(default: $SLURM_JOB_ID) (default: None)" not in out.stdout
+
+
+def test_a_max_steps_run_shows_steps_not_epochs_and_a_line_after_the_first_step(tmp_path):
+    result = run_cli("--dataset", "synthetic", "--max-steps", "3", "--batch-size", "4", "--log-every", "2",
+                     "--out-dir", str(tmp_path), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "epoch 1/600" not in result.stdout
+    assert lines.index("step 1/3") < lines.index(next(x for x in lines if x.startswith("step 2/3 loss")))
+    assert any(x.startswith("step 3/3 loss") for x in lines) and any(x.startswith("step 3/3 done") for x in lines)
+    assert any(x.startswith("set-up ") and "time/setup_s" in x for x in lines)
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_the_bar_advances_every_step_with_rate_and_eta_and_shows_loss_from_log_windows(monkeypatch):
+    from train import console as console_module
+
+    clock = iter(range(100))
+    monkeypatch.setattr(console_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    stream = _Stream(tty=True)
+    c = console_module.Console(total_steps=4, epochs=600, stream=stream, steps_only=True)
+    for step in (1, 2, 3):
+        c.step(0, step)
+    frames = stream.text.split("\r")[1:]
+    assert len(frames) == 3 and "step 3/4" in frames[-1] and "step/s" in frames[-1] and "eta" in frames[-1]
+    assert "epoch" not in stream.text and "loss" not in stream.text
+    c.progress(0, 4, 2.5, 123.0)
+    assert "step 4/4 loss 2.5000 123 img/s" in stream.text.split("\r")[-1]
+
+
+def test_without_a_terminal_a_line_comes_after_the_first_step_then_every_interval_and_at_windows(monkeypatch):
+    from train import console as console_module
+
+    now = [0.0]
+    monkeypatch.setattr(console_module.time, "perf_counter", lambda: now[0])
+    stream = _Stream(tty=False)
+    c = console_module.Console(total_steps=100, epochs=1, stream=stream, interval_s=30)
+    for step in range(1, 11):
+        now[0] = step * 10.0  # 10 s a step
+        c.step(0, step)
+    lines = stream.text.splitlines()
+    assert [line.split()[3] for line in lines] == ["1/100", "4/100", "7/100", "10/100"]  # first, then every 30 s
+    assert "\r" not in stream.text and lines[-1].startswith("epoch 1/1 step 10/100")
+    c.progress(0, 10, 2.0, 5.0)
+    assert stream.text.splitlines()[-1].startswith("epoch 1/1 step 10/100 loss 2.0000")

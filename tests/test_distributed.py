@@ -18,7 +18,7 @@ from test_training import _inspect
 RUN = os.path.join(ROOT, "train", "run.py")
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 COMMON = ["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--log-every", "2", "--warmup-steps", "1",
-          "--wandb-mode", "offline", "--dist-timeout", "60"]
+          "--wandb-mode", "offline", "--dist-timeout", "60", "--device", "cpu"]  # gloo, also on a GPU node
 RESNET18_GRAD_BYTES = 11_173_962 * 4
 
 

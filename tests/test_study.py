@@ -114,6 +114,7 @@ def stopped_run(tmp_path_factory):
     (["--lr-schedule", "constant"], "lr_schedule 'cosine' -> 'constant'"),
     (["--optimizer", "adamw"], "optimizer 'sgd' -> 'adamw'"),
     (["--loader", "torch"], "loader 'device' -> 'torch'"),
+    (["--compile", "default"], "compile 'none' -> 'default'"),
     (["--lr-scaling", "linear", "--lr", "0.0025"], "lr 0.005 -> 0.0025; lr_scaling 'none' -> 'linear'"),
 ])
 def test_resume_refuses_a_different_experiment_naming_the_difference(stopped_run, change, named):

@@ -60,7 +60,8 @@ def test_a_bad_sweep_file_gets_one_line_and_exit_2(tmp_path, text, words):
 def test_local_runs_each_point_once(tmp_path):
     path = tmp_path / "one.yaml"
     path.write_text("name: one\nmethod: grid\nprogram: train/run.py\nparameters:\n  precision: {values: [fp32, bf16]}\n"
-                    "  dataset: {value: synthetic}\n  max_steps: {value: 2}\n  batch_size: {value: 4}\n")
+                    "  dataset: {value: synthetic}\n  max_steps: {value: 2}\n  batch_size: {value: 4}\n"
+                    "  device: {value: cpu}\n")
     first = _sweep(str(path), "local", "--out-dir", str(tmp_path / "runs"))
     assert first.returncode == 0, first.stderr
     assert "2 point(s) run, 0 skipped" in first.stdout
@@ -84,7 +85,7 @@ def _history_steps(run_dir) -> tuple[set, list]:
 def test_sigterm_checkpoints_and_the_same_command_continues_the_same_wandb_run(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "12",
            "--batch-size", "4", "--log-every", "1", "--out-dir", str(tmp_path), "--name", "pre", "--resume", "auto",
-           "--wandb-mode", "offline"]
+           "--wandb-mode", "offline", "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "step 4/12" in line:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
 from nvml_double import ALL_LINKS, FakeGpu, FakeNvml
@@ -174,6 +175,7 @@ def test_probe_with_the_double_lists_metrics_with_the_runners_names(capsys):
     assert rows[0]["nvml/memory_used_bytes"] == 10 * 2**30
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts that no NVIDIA driver is present")
 def test_probe_command_without_a_driver_says_so_in_one_line_and_exits_0():
     result = subprocess.run([sys.executable, "-m", "train.telemetry", "--seconds", "0.1"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
@@ -198,7 +200,7 @@ def test_the_runner_logs_nvml_keys_per_window_and_energy_per_image(tmp_path, mon
     monkeypatch.setattr(run.telemetry, "open_for_run", fake_open)
     summary = run.train(parse_args(["--dataset", "synthetic", "--max-steps", "6", "--batch-size", "4", "--log-every",
                                     "3", "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "nv",
-                                    "--nvml-hz", "50"]))
+                                    "--nvml-hz", "50", "--device", "cpu"]))
     records = [json.loads(line) for line in _inspect(tmp_path / "nv").splitlines() if line.strip()]
     windows = [r["history"]["item"] for r in records if r.get("type") == "history"
                and "train/loss" in r["history"]["item"]]

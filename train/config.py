@@ -16,6 +16,9 @@ DEPTHS = (18, 34, 50)
 # Test accuracies whose time (and images, energy) a run records when it first reaches them: MLPerf's and
 # DAWNBench's 94% for CIFAR-10, and lower milestones that every precision should pass. For real CIFAR-10 only.
 DEFAULT_TARGETS = (0.80, 0.90, 0.93, 0.94)
+# torch.compile of the model (forward and backward): none (eager), Inductor's default, max-autotune (longer
+# compile, tuned kernels), reduce-overhead (CUDA graphs on GPUs; the same as default on CPU).
+COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")
 
 
 @dataclass
@@ -62,6 +65,7 @@ class RunConfig:
     lr_scaling: str = "none"
     target_acc: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     stop_at_acc: float | None = None
+    compile: str = "none"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,7 +75,8 @@ class RunConfig:
 # these, and the report compares runs as one experiment only when they match (the seed aside). The rest of
 # RunConfig (out-dir, names, logging, NVML rate, W&B mode, --max-steps, which may extend a run) may change.
 EXPERIMENT_FLAGS = ("depth", "precision", "dataset", "batch_size", "optimizer", "lr", "lr_scaling", "momentum",
-                    "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers", "grad_compress")
+                    "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers", "grad_compress",
+                    "compile")
 
 
 def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: str) -> dict:
@@ -103,6 +108,18 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once: not appended where the help text already names it, nor when it is unset."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] \
+            or action.default == argparse.SUPPRESS
+        if "default:" in text or unset or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
 
 
 class _Once(argparse.Action):
@@ -163,7 +180,7 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
         description="Train a CIFAR-10 ResNet at one numeric precision and log time, memory, model size and "
         "accuracy to Weights & Biases. The original study's flags (--use_34, --use_amp, --epoch, ...) "
         "are accepted as aliases.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     m = p.add_argument_group("model and precision")
     m.add_argument("--depth", type=int, choices=DEPTHS, action=_Once, default=d.depth, help="ResNet depth (CIFAR layout)")
@@ -176,6 +193,10 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
         "fp16: pure half weights/activations, BatchNorm in fp32, dynamic loss scaling; "
         "bf16: pure bf16, BatchNorm in fp32",
     )
+    m.add_argument("--compile", choices=COMPILE_MODES, default=d.compile,
+                   help="torch.compile the model (Inductor; on CPU its C++ backend needs a C++ compiler): "
+                   "default, max-autotune (slower compile, tuned kernels) or reduce-overhead (CUDA graphs on "
+                   "GPUs, as default on CPU); compile time is left out of images/s and logged as time/compile_s")
     m.add_argument("--use_amp", dest="precision", const="amp_fp16", action=_Once, help="alias of --precision amp_fp16")
     m.add_argument("--use_half", dest="precision", const="fp16", action=_Once, help="alias of --precision fp16")
 

@@ -233,6 +233,7 @@ def fit(t: Training) -> dict:
             progress.step += 1
             progress.images += len(y)
             timer.end()
+            t.console.step(epoch, progress.step)  # host clock only: no device sync
             lost.after_step()  # queued after the step's end mark; a no-op unless a copy was taken
             # One process stops at the next step; several agree at a log window, through its gather.
             stop_here = stop_requested()
@@ -282,8 +283,8 @@ def fit(t: Training) -> dict:
                 progress.curve.append([epoch + 1, progress.step, progress.train_time_s,
                                        progress.images * t.ranks.world_size, energy, epoch_metrics["test/acc"]])
         t.log(epoch_metrics)
-        t.console.say("epoch {}/{} done in {:.1f}s: {}".format(
-            epoch + 1, t.epochs, epoch_time,
+        t.console.say("{} in {:.1f}s: {}".format(
+            t.console.epoch_done(epoch, progress.step), epoch_time,
             ", ".join(f"{k} {v:.4f}" for k, v in epoch_metrics.items() if k.startswith(("train/acc", "test/")))
             or "no evaluation (synthetic data)"))
         if t.stop_at_acc is not None and epoch_metrics.get("test/acc", -1.0) >= t.stop_at_acc:

@@ -15,13 +15,22 @@ import signal
 import string
 import subprocess
 import sys
+import time
+
+_PROCESS_STARTED = time.perf_counter()  # time/setup_s of a command-line run counts from here (imports included)
 
 if __package__ in (None, ""):  # run as a script: make `train` importable from the repository root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+if __name__ == "__main__":
+    # --help and flag errors answer before torch is imported (2 s, 700 MB); main() parses again.
+    from train.config import parse_args as _parse_before_torch
+
+    _parse_before_torch(sys.argv[1:])
+
 import torch
 
-from train import checkpoint, data, distributed, precision, telemetry
+from train import checkpoint, compiling, data, distributed, precision, telemetry
 from train.claim import RunFolderLock
 from train.config import RunConfig, check_out_dir, differences, experiment, parse_args
 from train.console import Console
@@ -29,7 +38,7 @@ from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
 from train.backlog import Backlog
 from train.loop import EpochSums, Training, fit, save_checkpoint
 from train.metrics import MemoryMonitor, RunAggregates, Throughput
-from train.models import count_params, forward_flops_per_image, resnet
+from train.models import count_params, flops_per_image, resnet
 from train.peaks import peak_flops
 from train.state import Progress, RngState, TrainingState
 from train.tracking import NullTracker, Tracker, choose_mode
@@ -134,7 +143,16 @@ def resolve_auto_resume(cfg: RunConfig) -> str | None:
     return run_dir if has_run else None
 
 
+def _setup_clock() -> float:
+    """When this run's set-up began: the process's start for the first run of a command-line process (imports
+    count), else now (a run started in-process, e.g. by the tests)."""
+    global _PROCESS_STARTED
+    started, _PROCESS_STARTED = _PROCESS_STARTED, None
+    return started if started is not None and __name__ == "__main__" else time.perf_counter()
+
+
 def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None = None) -> dict:
+    setup_started = _setup_clock()
     if cfg.resume == "auto":
         cfg.resume = resolve_auto_resume(cfg)
     if cfg.resume:
@@ -149,7 +167,7 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
     else:
         ranks, device = distributed.Ranks(), pick_device(cfg.device)
     try:
-        result = _train(cfg, ranks, device, stop or StopRequest())
+        result = _train(cfg, ranks, device, stop or StopRequest(), setup_started)
         if result.get("preempted"):
             # Every rank exits 75 only once rank 0 has saved and finished W&B: one leaving first gets the
             # elastic agent to SIGTERM the others, and SIGKILL them 30 s later.
@@ -193,12 +211,15 @@ def provenance() -> dict:
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest) -> dict:
+def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest,
+           setup_started: float | None = None) -> dict:
+    setup_started = time.perf_counter() if setup_started is None else setup_started
     # Everything that can be refused is checked before anything is written.
     policy = precision.get(cfg.precision)
     backend_flags = policy.set_backend_flags()
     policy.check_device(device)
     check_out_dir(cfg.out_dir)
+    compiling.check(cfg.compile, device)
     if cfg.dataset == "cifar10":
         train_split, test_split = data.load_cifar10(cfg.data_dir, cfg.download)
     else:
@@ -221,7 +242,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     torch.manual_seed(cfg.seed)
     model = resnet(cfg.depth)
     params = count_params(model)
-    forward_flops = forward_flops_per_image(model)
+    forward_flops = flops_per_image(cfg.depth, model)
     model = policy.prepare(model)
 
     # Rank 0 claims the run folder (a new one, or the one to resume) once everything above has passed; every
@@ -239,7 +260,8 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     try:
         return _train_claimed(cfg, ranks, device, stop, policy, backend_flags, identity, train_split, test_split,
                               train_loader, test_loader, model, params, forward_flops, memory_format,
-                              resumed or (checkpoint.load(cfg.resume) if cfg.resume else None), run_id, name, run_dir)
+                              resumed or (checkpoint.load(cfg.resume) if cfg.resume else None), run_id, name, run_dir,
+                              setup_started)
     finally:
         if lock is not None:
             lock.release()
@@ -296,7 +318,7 @@ def check_free_space(directory: str, needed: int) -> None:
 def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest,
                    policy, backend_flags: dict, identity: dict, train_split, test_split, train_loader, test_loader,
                    model: torch.nn.Module, params: int, forward_flops: int, memory_format, resumed: dict | None,
-                   run_id: str, name: str, run_dir: str) -> dict:
+                   run_id: str, name: str, run_dir: str, setup_started: float) -> dict:
     ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
     model = model.to(device, memory_format=memory_format)
     bare_model = model
@@ -312,7 +334,8 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
         schedule = lambda s: 1.0  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    console = Console(total_steps, cfg.epochs, enabled=ranks.is_main)
+    console = Console(total_steps, cfg.epochs, enabled=ranks.is_main,
+                      steps_only=total_steps < schedule_steps)  # --max-steps: "step 20/20", not "epoch 1/600"
     config = {
         **cfg.as_dict(),
         "name": name,
@@ -349,6 +372,15 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
         console.say(f"resumed from {ckpt_path} at step {progress.step} (epoch {train_loader.epoch + 1}, "
                     f"segment {progress.segments + 1})")
     model, comm = distributed.wrap_model(model, ranks, device, cfg.grad_compress)
+    compile_s = None
+    if cfg.compile != "none":
+        console.say(f"compiling the model (torch.compile, mode {cfg.compile}) ...")
+        model = compiling.compile_model(model, cfg.compile)
+        compile_s = compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, memory_format)
+        if comm:
+            comm.end_step()
+            comm.window()  # the warm-up's all-reduce is not a training step's
+        console.say(f"compiled in {compile_s:.1f}s (time/compile_s; not part of any step time)")
     if ranks.is_main:
         tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
                           entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
@@ -370,6 +402,8 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
                  stop=stop, backlog=backlog, targets=cfg.target_acc if test_loader is not None else [],
                  stop_at_acc=cfg.stop_at_acc)
 
+    setup_s = time.perf_counter() - setup_started - (compile_s or 0.0)
+    console.say(f"set-up {setup_s:.1f}s (imports, data, model, device probe, W&B start; time/setup_s)")
     exit_code = 1
     try:
         summary = fit(t)
@@ -382,7 +416,8 @@ def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.devic
             exit_code = EXIT_PREEMPTED
             return {**summary, "run_dir": run_dir, "run_id": run_id}
         state_dict = bare_model.state_dict()
-        summary.update({"model/params": params, "ckpt/size_bytes": size,
+        summary.update({"model/params": params, "ckpt/size_bytes": size, "time/setup_s": setup_s,
+                        "time/compile_s": compile_s,
                         "model/size_bytes": sum(v.numel() * v.element_size() for v in state_dict.values())})
         tracker.summarise(summary)
         if cfg.ckpt_artifact:

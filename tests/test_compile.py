@@ -1,0 +1,64 @@
+"""--compile on CPU (Inductor's C++ backend): ResNet-18, batch 4, 2 steps, so the compile stays the bulk of the
+cost (~45 s cold on the 2-core CI machine, Inductor's cache empty; a few seconds warm)."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from train import compiling
+from train.config import EXPERIMENT_FLAGS, parse_args
+from train.errors import UsageError
+from train.run import train
+
+
+def _args(out_dir, *extra):
+    return ["--dataset", "synthetic", "--max-steps", "2", "--batch-size", "4", "--log-every", "1", "--warmup-steps",
+            "1", "--device", "cpu", "--wandb-mode", "disabled", "--out-dir", str(out_dir), *extra]
+
+
+@pytest.fixture(scope="module")
+def eager_and_compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compile")
+    eager = train(parse_args(_args(out, "--name", "eager")))
+    compiled = train(parse_args(_args(out, "--name", "compiled", "--compile", "default")))
+    return eager, compiled
+
+
+def test_a_compiled_run_trains_the_same_steps_and_reports_its_compile_time_apart(eager_and_compiled):
+    eager, compiled = eager_and_compiled
+    assert compiled["train/steps"] == 2 and compiled["train/images_per_s"] > 0
+    assert compiled["time/compile_s"] > 0 and eager["time/compile_s"] is None
+    assert compiled["time/setup_s"] > 0
+    # BatchNorm's running statistics were put back after the compile's warm-up pass: same losses as eager.
+    for field in ("min", "max"):
+        assert compiled["train/loss"][field] == pytest.approx(eager["train/loss"][field], rel=1e-3)
+
+
+def test_the_checkpoint_holds_the_uncompiled_model_and_the_experiment_names_the_mode(eager_and_compiled):
+    eager, compiled = eager_and_compiled
+    load = lambda r: torch.load(os.path.join(r["run_dir"], "checkpoint.pt"), weights_only=True)  # noqa: E731
+    e, c = load(eager), load(compiled)
+    assert list(c["state"]["model"]) == list(e["state"]["model"])  # no "_orig_mod." keys
+    assert c["experiment"]["compile"] == "default" and e["experiment"]["compile"] == "none"
+    assert "compile" in EXPERIMENT_FLAGS
+
+
+def test_resume_refuses_a_changed_compile_mode(eager_and_compiled, tmp_path):
+    _, compiled = eager_and_compiled
+    run_dir = tmp_path / "stopped"
+    shutil.copytree(compiled["run_dir"], run_dir)
+    os.unlink(run_dir / "result.json")  # as if stopped: a checkpoint to continue from
+    with pytest.raises(UsageError) as e:
+        train(parse_args(_args(tmp_path, "--resume", str(run_dir), "--max-steps", "3")))
+    assert "compile" in str(e.value) and "'default' -> 'none'" in str(e.value)
+
+
+def test_no_cpp_compiler_is_one_line_before_anything_is_written(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(compiling.shutil, "which", lambda name: None)
+    with pytest.raises(UsageError) as e:
+        compiling.check("default", torch.device("cpu"))
+    assert "C++ compiler" in str(e.value) and "--compile none" in str(e.value)
+    compiling.check("none", torch.device("cpu"))  # eager needs no compiler
