@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
@@ -56,3 +57,17 @@ def run_cli(*args: str, cwd: str | None = None, env: dict | None = None, timeout
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+
+
+def sigterm_at_line(cmd: list[str], line: str, env: dict | None = None, timeout: int = 120):
+    """Start a run, send it SIGTERM once its output shows `line` (a preemption), and wait for it to leave:
+    (exit status, everything it printed, its stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    printed = []
+    for out in proc.stdout:
+        printed.append(out)
+        if line in out:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, "".join(printed) + out, err

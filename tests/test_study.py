@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, write_cifar
+from conftest import ROOT, run_cli, sigterm_at_line, write_cifar
 from test_training import _inspect
 from train.config import differences, experiment, parse_args
 from train.errors import UsageError
@@ -39,13 +39,8 @@ def unbroken_and_resumed(tmp_path_factory):
               "--out-dir", str(root), "--resume", "auto"]
     whole = subprocess.run([*common, "--name", "whole"], capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen([*common, "--name", "part"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if "step 12/20" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err
+    status, _, err = sigterm_at_line([*common, "--name", "part"], "step 12/20")
+    assert status == 75, err
     again = subprocess.run([*common, "--name", "part"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr
     return root / "whole", root / "part"

@@ -4,7 +4,6 @@ real one-node cluster, and preemption (signal -> checkpoint -> the same W&B run 
 import glob
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from conftest import ROOT
+from conftest import ROOT, sigterm_at_line
 from test_training import _inspect
 
 SWEEPS = [os.path.join(ROOT, "sweeps", f) for f in ("grid.yaml", "smoke.yaml", "time_to_acc.yaml")]
@@ -86,13 +85,8 @@ def test_sigterm_checkpoints_and_the_same_command_continues_the_same_wandb_run(t
     cmd = [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "12",
            "--batch-size", "4", "--log-every", "1", "--out-dir", str(tmp_path), "--name", "pre", "--resume", "auto",
            "--wandb-mode", "offline", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if "step 4/12" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err
+    status, out, err = sigterm_at_line(cmd, "step 4/12")
+    assert status == 75, err
     assert "stopped by SIGTERM" in out
     assert not os.path.exists(tmp_path / "pre" / "result.json")
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

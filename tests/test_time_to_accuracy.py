@@ -5,14 +5,13 @@ memory parts are the tensors' own bytes."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, write_cifar
+from conftest import ROOT, run_cli, sigterm_at_line, write_cifar
 from test_training import _inspect
 
 RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
@@ -48,14 +47,8 @@ def runs(tmp_path_factory):
     env = {**os.environ, "WANDB_DISABLE_GIT": "true"}
     whole = subprocess.run([*common, "--name", "whole"], capture_output=True, text=True, timeout=600, env=env)
     assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen([*common, "--name", "part"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    for line in proc.stdout:
-        if "step 7/20" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err
+    status, _, err = sigterm_at_line([*common, "--name", "part"], "step 7/20", env=env)
+    assert status == 75, err
     again = subprocess.run([*common, "--name", "part"], capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr
     stop = subprocess.run([*common, "--name", "stop", "--stop-at-acc", str(LOW)], capture_output=True, text=True,

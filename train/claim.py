@@ -41,7 +41,8 @@ class RunFolderLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is None or not self._stale(holder):
-                    who = f"pid {holder['pid']} on {holder['host']} since {holder['since']}" if holder else "another process"
+                    who = (f"pid {holder['pid']} on {holder['host']} since {holder['since']}" if holder
+                           else "another process")
                     raise UsageError(f"run folder {self.run_dir} is in use by {who} ({self.path}); wait for it to "
                                      f"end, or delete that file if that process is gone") from None
                 try:

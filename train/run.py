@@ -5,6 +5,7 @@ parse flags -> check device and precision -> data -> model -> W&B run -> loop.fi
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -246,22 +247,148 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     model = policy.prepare(model)
 
     # Rank 0 claims the run folder (a new one, or the one to resume) once everything above has passed; every
-    # rank learns the run's id, name and folder, or the one line saying why not.
-    lock, resumed, claimed = None, None, None
+    # rank learns the run's id, name and folder, or the one line saying why not. The claim ends with the run.
+    with claimed(cfg, ranks, identity, checkpoint_bytes(model, cfg.optimizer, cfg.momentum)) as \
+            (resumed, run_id, name, run_dir):
+        ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
+        model = model.to(device, memory_format=memory_format)
+        bare_model = model
+        lr = identity["effective_lr"]
+        optimizer = precision.make_optimizer(model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay)
+        scaler = policy.grad_scaler(device.type)
+        schedule_steps = cfg.epochs * len(train_loader)
+        # --max-steps stops early on the full run's schedule, so a stopped-and-resumed run matches an unbroken one.
+        total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
+        if cfg.lr_schedule == "cosine":
+            schedule = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, schedule_steps) / schedule_steps))  # noqa: E731
+        else:
+            schedule = lambda s: 1.0  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+        console = Console(total_steps, cfg.epochs, enabled=ranks.is_main,
+                          steps_only=total_steps < schedule_steps)  # --max-steps: "step 20/20", not "epoch 1/600"
+        config = {
+            **cfg.as_dict(),
+            "name": name,
+            "run_dir": run_dir,
+            "experiment": identity,
+            "effective_lr": lr,
+            "provenance": provenance(),
+            "precision_settings": {**policy.settings(backend_flags), "memory_format": str(memory_format)},
+            "model": {"arch": f"resnet{cfg.depth}", "params": params, "forward_flops_per_image": forward_flops,
+                      "train_flops_per_image": 3 * forward_flops},
+            "system": (system := system_info(device, ranks)) | peak_info(device, cfg.precision, system["device_name"]),
+            "data": {"train_images": len(train_split), "test_images": len(test_split) if test_split else 0,
+                     "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(train_loader),
+                     "global_batch_size": cfg.batch_size * ranks.world_size},
+            "total_steps": total_steps,
+        }
+        mode, why = choose_mode(cfg.wandb_mode)
+        processes = f" x {ranks.world_size} processes ({ranks.backend})" if ranks.enabled else ""
+        console.say(f"resnet{cfg.depth} {cfg.precision} on {config['system']['device_name']} ({device.type})"
+                    f"{processes}: {params:,} parameters, {len(train_split):,} training images"
+                    f"{' (synthetic)' if test_split is None else ''}, {total_steps:,} steps of {cfg.batch_size}"
+                    f"{' per process' if ranks.enabled else ''}")
+        sampler, config["nvml"] = telemetry.open_for_run(device, cfg.nvml_hz, console.say)
+
+        progress, epoch_sums, memory = Progress(), EpochSums(device, ranks.is_main), MemoryMonitor(device)
+        throughput, aggregates = Throughput(cfg.batch_size * ranks.world_size, cfg.warmup_steps), RunAggregates()
+        backlog = Backlog()
+        state = TrainingState({"model": bare_model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler,
+                               "loader": train_loader, "rng": RngState(), "progress": progress, "epoch": epoch_sums,
+                               "throughput": throughput, "memory": memory, "aggregates": aggregates, "nvml": sampler,
+                               "wandb_backlog": backlog})
+        if resumed is not None:
+            state.load_state_dict(resumed["state"])  # before DDP, which broadcasts rank 0's weights
+            console.say(f"resumed from {ckpt_path} at step {progress.step} (epoch {train_loader.epoch + 1}, "
+                        f"segment {progress.segments + 1})")
+        model, comm = distributed.wrap_model(model, ranks, device, cfg.grad_compress)
+        compile_s = None
+        if cfg.compile != "none":
+            console.say(f"compiling the model (torch.compile, mode {cfg.compile}) ...")
+            model = compiling.compile_model(model, cfg.compile)
+            compile_s = compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, memory_format)
+            if comm:
+                comm.end_step()
+                comm.window()  # the warm-up's all-reduce is not a training step's
+            console.say(f"compiled in {compile_s:.1f}s (time/compile_s; not part of any step time)")
+        if ranks.is_main:
+            tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
+                              entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
+                              config=config, say=console.say, stats_interval=cfg.wandb_stats_interval,
+                              world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout)
+            if resumed is not None and tracker.mode == "offline":
+                relog(tracker, backlog, progress.step, console.say)
+        else:
+            tracker = NullTracker()
+
+        t = Training(model=model, policy=policy, device=device, train_loader=train_loader, test_loader=test_loader,
+                     optimizer=optimizer, scaler=scaler, scheduler=scheduler, tracker=tracker, console=console,
+                     epochs=cfg.epochs, total_steps=total_steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
+                     ckpt_path=ckpt_path, ckpt_meta={"config": cfg.as_dict() | {"name": name}, "run_id": run_id,
+                                                     "experiment": identity},
+                     images_per_step=cfg.batch_size * ranks.world_size, progress=progress, epoch_sums=epoch_sums,
+                     throughput=throughput,
+                     memory=memory, aggregates=aggregates, state=state, sampler=sampler, ranks=ranks, comm=comm,
+                     stop=stop, backlog=backlog, targets=cfg.target_acc if test_loader is not None else [],
+                     stop_at_acc=cfg.stop_at_acc)
+
+        setup_s = time.perf_counter() - setup_started - (compile_s or 0.0)
+        console.say(f"set-up {setup_s:.1f}s (imports, data, model, device probe, W&B start; time/setup_s)")
+        exit_code = 1
+        try:
+            summary = fit(t)
+            size = save_checkpoint(t)
+            if summary.get("preempted"):
+                console.say(f"stopped by {signal.Signals(stop.signal).name} at step {progress.step}: checkpoint at "
+                            f"{ckpt_path}; run the same command (with --resume auto, or --resume RUN_DIR) to continue "
+                            "this W&B run")
+                tracker.preempting()
+                exit_code = EXIT_PREEMPTED
+                return {**summary, "run_dir": run_dir, "run_id": run_id}
+            state_dict = bare_model.state_dict()
+            summary.update({"model/params": params, "ckpt/size_bytes": size, "time/setup_s": setup_s,
+                            "time/compile_s": compile_s,
+                            "model/size_bytes": sum(v.numel() * v.element_size() for v in state_dict.values())})
+            tracker.summarise(summary)
+            if cfg.ckpt_artifact:
+                tracker.log_checkpoint(ckpt_path, size, aliases=["latest", f"step-{progress.step}"])
+            exit_code = EXIT_DIVERGED if progress.diverged_at_step is not None else 0
+        finally:
+            if sampler is not None:
+                sampler.stop()
+            tracker.finish(exit_code)
+        result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
+                  "device": device.type, "end": summary["train/end"]}
+        if ranks.is_main:
+            write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
+            if exit_code == EXIT_DIVERGED:
+                console.say(f"diverged: the training loss (or a weight) was not finite at step "
+                            f"{progress.diverged_at_step}; the run ends here as a result (exit {EXIT_DIVERGED}), "
+                            f"recorded in {os.path.join(run_dir, checkpoint.RESULT_FILE)}")
+            else:
+                ips, timed = summary["train/images_per_s"], summary["train/timed_steps"]
+                rate = f"{ips:,.0f} img/s (median of {timed} timed steps)" if ips else \
+                    f"img/s not measured (all {progress.step} steps were warm-up: see --warmup-steps)"
+                console.say(f"done: {rate}, {summary['time/train_s']:.1f}s training, checkpoint {size / 2**20:.1f} MiB "
+                            f"at {ckpt_path}")
+        return result
+
+
+@contextlib.contextmanager
+def claimed(cfg: RunConfig, ranks: distributed.Ranks, identity: dict, ckpt_bytes: int):
+    """(checkpoint or None, run id, name, folder), the folder held by rank 0 until the run ends."""
+    lock, resumed, named = None, None, None
     if ranks.is_main:
         try:
-            lock, resumed, claimed = claim_run(cfg, identity, checkpoint_bytes(model, cfg.optimizer, cfg.momentum))
+            lock, resumed, named = claim_run(cfg, identity, ckpt_bytes)
         except UsageError as e:
-            claimed = str(e)
-    claimed = distributed.broadcast(ranks, claimed)
-    if isinstance(claimed, str):
-        raise UsageError(claimed)
-    run_id, name, run_dir = claimed
+            named = str(e)
+    named = distributed.broadcast(ranks, named)
+    if isinstance(named, str):
+        raise UsageError(named)
     try:
-        return _train_claimed(cfg, ranks, device, stop, policy, backend_flags, identity, train_split, test_split,
-                              train_loader, test_loader, model, params, forward_flops, memory_format,
-                              resumed or (checkpoint.load(cfg.resume) if cfg.resume else None), run_id, name, run_dir,
-                              setup_started)
+        yield (resumed or (checkpoint.load(cfg.resume) if cfg.resume else None), *named)
     finally:
         if lock is not None:
             lock.release()
@@ -313,135 +440,6 @@ def check_free_space(directory: str, needed: int) -> None:
     if free < needed:
         raise UsageError(f"not enough free space in {directory} for the checkpoint: it needs about "
                          f"{needed / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB are free")
-
-
-def _train_claimed(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest,
-                   policy, backend_flags: dict, identity: dict, train_split, test_split, train_loader, test_loader,
-                   model: torch.nn.Module, params: int, forward_flops: int, memory_format, resumed: dict | None,
-                   run_id: str, name: str, run_dir: str, setup_started: float) -> dict:
-    ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
-    model = model.to(device, memory_format=memory_format)
-    bare_model = model
-    lr = identity["effective_lr"]
-    optimizer = precision.make_optimizer(model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay)
-    scaler = policy.grad_scaler(device.type)
-    schedule_steps = cfg.epochs * len(train_loader)
-    # --max-steps stops early on the full run's schedule, so a stopped-and-resumed run matches an unbroken one.
-    total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
-    if cfg.lr_schedule == "cosine":
-        schedule = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, schedule_steps) / schedule_steps))  # noqa: E731
-    else:
-        schedule = lambda s: 1.0  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-    console = Console(total_steps, cfg.epochs, enabled=ranks.is_main,
-                      steps_only=total_steps < schedule_steps)  # --max-steps: "step 20/20", not "epoch 1/600"
-    config = {
-        **cfg.as_dict(),
-        "name": name,
-        "run_dir": run_dir,
-        "experiment": identity,
-        "effective_lr": lr,
-        "provenance": provenance(),
-        "precision_settings": {**policy.settings(backend_flags), "memory_format": str(memory_format)},
-        "model": {"arch": f"resnet{cfg.depth}", "params": params, "forward_flops_per_image": forward_flops,
-                  "train_flops_per_image": 3 * forward_flops},
-        "system": (system := system_info(device, ranks)) | peak_info(device, cfg.precision, system["device_name"]),
-        "data": {"train_images": len(train_split), "test_images": len(test_split) if test_split else 0,
-                 "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(train_loader),
-                 "global_batch_size": cfg.batch_size * ranks.world_size},
-        "total_steps": total_steps,
-    }
-    mode, why = choose_mode(cfg.wandb_mode)
-    processes = f" x {ranks.world_size} processes ({ranks.backend})" if ranks.enabled else ""
-    console.say(f"resnet{cfg.depth} {cfg.precision} on {config['system']['device_name']} ({device.type}){processes}: "
-                f"{params:,} parameters, {len(train_split):,} training images"
-                f"{' (synthetic)' if test_split is None else ''}, {total_steps:,} steps of {cfg.batch_size}"
-                f"{' per process' if ranks.enabled else ''}")
-    sampler, config["nvml"] = telemetry.open_for_run(device, cfg.nvml_hz, console.say)
-
-    progress, epoch_sums, memory = Progress(), EpochSums(device, ranks.is_main), MemoryMonitor(device)
-    throughput, aggregates = Throughput(cfg.batch_size * ranks.world_size, cfg.warmup_steps), RunAggregates()
-    backlog = Backlog()
-    state = TrainingState({"model": bare_model, "optimizer": optimizer, "scaler": scaler, "scheduler": scheduler,
-                           "loader": train_loader, "rng": RngState(), "progress": progress, "epoch": epoch_sums,
-                           "throughput": throughput, "memory": memory, "aggregates": aggregates, "nvml": sampler,
-                           "wandb_backlog": backlog})
-    if resumed is not None:
-        state.load_state_dict(resumed["state"])  # before DDP, which broadcasts rank 0's weights
-        console.say(f"resumed from {ckpt_path} at step {progress.step} (epoch {train_loader.epoch + 1}, "
-                    f"segment {progress.segments + 1})")
-    model, comm = distributed.wrap_model(model, ranks, device, cfg.grad_compress)
-    compile_s = None
-    if cfg.compile != "none":
-        console.say(f"compiling the model (torch.compile, mode {cfg.compile}) ...")
-        model = compiling.compile_model(model, cfg.compile)
-        compile_s = compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, memory_format)
-        if comm:
-            comm.end_step()
-            comm.window()  # the warm-up's all-reduce is not a training step's
-        console.say(f"compiled in {compile_s:.1f}s (time/compile_s; not part of any step time)")
-    if ranks.is_main:
-        tracker = Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
-                          entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
-                          config=config, say=console.say, stats_interval=cfg.wandb_stats_interval,
-                          world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout)
-        if resumed is not None and tracker.mode == "offline":
-            relog(tracker, backlog, progress.step, console.say)
-    else:
-        tracker = NullTracker()
-
-    t = Training(model=model, policy=policy, device=device, train_loader=train_loader, test_loader=test_loader,
-                 optimizer=optimizer, scaler=scaler, scheduler=scheduler, tracker=tracker, console=console,
-                 epochs=cfg.epochs, total_steps=total_steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
-                 ckpt_path=ckpt_path, ckpt_meta={"config": cfg.as_dict() | {"name": name}, "run_id": run_id,
-                                                 "experiment": identity},
-                 images_per_step=cfg.batch_size * ranks.world_size, progress=progress, epoch_sums=epoch_sums,
-                 throughput=throughput,
-                 memory=memory, aggregates=aggregates, state=state, sampler=sampler, ranks=ranks, comm=comm,
-                 stop=stop, backlog=backlog, targets=cfg.target_acc if test_loader is not None else [],
-                 stop_at_acc=cfg.stop_at_acc)
-
-    setup_s = time.perf_counter() - setup_started - (compile_s or 0.0)
-    console.say(f"set-up {setup_s:.1f}s (imports, data, model, device probe, W&B start; time/setup_s)")
-    exit_code = 1
-    try:
-        summary = fit(t)
-        size = save_checkpoint(t)
-        if summary.get("preempted"):
-            console.say(f"stopped by {signal.Signals(stop.signal).name} at step {progress.step}: checkpoint at "
-                        f"{ckpt_path}; run the same command (with --resume auto, or --resume RUN_DIR) to continue "
-                        "this W&B run")
-            tracker.preempting()
-            exit_code = EXIT_PREEMPTED
-            return {**summary, "run_dir": run_dir, "run_id": run_id}
-        state_dict = bare_model.state_dict()
-        summary.update({"model/params": params, "ckpt/size_bytes": size, "time/setup_s": setup_s,
-                        "time/compile_s": compile_s,
-                        "model/size_bytes": sum(v.numel() * v.element_size() for v in state_dict.values())})
-        tracker.summarise(summary)
-        if cfg.ckpt_artifact:
-            tracker.log_checkpoint(ckpt_path, size, aliases=["latest", f"step-{progress.step}"])
-        exit_code = EXIT_DIVERGED if progress.diverged_at_step is not None else 0
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        tracker.finish(exit_code)
-    result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
-              "device": device.type, "end": summary["train/end"]}
-    if ranks.is_main:
-        write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
-        if exit_code == EXIT_DIVERGED:
-            console.say(f"diverged: the training loss (or a weight) was not finite at step "
-                        f"{progress.diverged_at_step}; the run ends here as a result (exit {EXIT_DIVERGED}), "
-                        f"recorded in {os.path.join(run_dir, checkpoint.RESULT_FILE)}")
-        else:
-            ips, timed = summary["train/images_per_s"], summary["train/timed_steps"]
-            rate = f"{ips:,.0f} img/s (median of {timed} timed steps)" if ips else \
-                f"img/s not measured (all {progress.step} steps were warm-up: see --warmup-steps)"
-            console.say(f"done: {rate}, {summary['time/train_s']:.1f}s training, checkpoint {size / 2**20:.1f} MiB "
-                        f"at {ckpt_path}")
-    return result
 
 
 def relog(tracker: Tracker, backlog: Backlog, step: int, say) -> None:
