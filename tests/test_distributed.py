@@ -120,17 +120,7 @@ def test_killing_a_worker_ends_the_job_non_zero_naming_the_rank_and_fails_the_wa
         line = proc.stdout.readline()
         if "step 1/" in line:
             break
-    victim = None
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-        except OSError:
-            continue
-        if b"RANK=1" in environ and str(tmp_path).encode() in cmdline:
-            victim = int(pid)
+    victim = _rank_pid(str(tmp_path), 1)
     assert victim, "rank 1 not found"
     killed_at = time.time()
     os.kill(victim, signal.SIGKILL)
