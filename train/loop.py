@@ -168,9 +168,12 @@ def fit(t: Training) -> dict:
         t.throughput.add(step_times)
         timing = t.throughput.window(step_times)
         loss_mean, bad_index, weights_ok = _first_non_finite(step_losses, params).tolist()
-        first_step = progress.step - len(step_losses) + 1
-        diverged_at = (first_step + int(bad_index) if bad_index >= 0 else progress.step) \
-            if bad_index >= 0 or not weights_ok else None
+        if bad_index >= 0:  # the first step whose loss was not finite
+            diverged_at = progress.step - len(step_losses) + 1 + int(bad_index)
+        elif not weights_ok:  # finite losses but a weight that is not: known only at the window's end
+            diverged_at = progress.step
+        else:
+            diverged_at = None
         step_losses.clear()
         local = {
             "train/loss": loss_mean,
