@@ -2,9 +2,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from conftest import ROOT
 from train.benchmark import bare_table, paired, point_of, spread, table
+from train.turns import ENV as TURNS_ENV
 
 
 def _bench(tmp_path, *args):
@@ -17,9 +19,10 @@ def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_r
     out = _bench(tmp_path, "--precisions", "fp32", "tf32", "--rounds", "2", "--bare", "--wandb-mode", "offline")
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    # Interleaved: round 1 runs every point (the runner and its bare loop) before round 2 runs any.
-    marks = [line.split(",")[0] for line in text.splitlines() if line.startswith("== round")]
+    # Interleaved: round 1 gives every point (the runner and its bare loop) a turn before round 2 gives any.
+    marks = [line.split(":")[0] for line in text.splitlines() if line.startswith("== round")]
     assert marks == ["== round 1/2"] * 2 + ["== round 2/2"] * 2
+    assert text.count("  set up: ") == 2  # each point set up once, for all its rounds
     table_text = text[text.index("depth  precision"):]
     rows = {line.split()[1]: line.split() for line in table_text.splitlines()[2:4]}
     assert rows["fp32"][5:7] == ["1.00x", "[1.00-1.00]"] and rows["fp32"][-1] == "1.00x"  # median [min-max]
@@ -29,16 +32,62 @@ def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_r
     assert bare[:4] == ["18", "fp32", "device", "none"] and bare[4].endswith("x") and bare[5].startswith("[")
     assert "goal >= 0.97" in text
     assert "AVX512-BF16" in text and "AMX-BF16" in text  # CPU ratios name the features they depend on
-    runs = [d for d in os.listdir(tmp_path) if d.startswith("r18-")]
-    assert len(runs) == 2 and all(os.path.exists(tmp_path / d / "checkpoint.pt") for d in runs)  # 1 point x 2 rounds
-    for run in runs:
-        result = json.load(open(tmp_path / run / "result.json"))
-        assert result["time/setup_s"] > 0 and result["time/compile_s"] is None
+    runs = [d for d in os.listdir(tmp_path) if d.startswith("r18-") and os.path.isdir(tmp_path / d)]
+    assert len(runs) == 1  # one run for the point's two rounds, with its checkpoint and log
+    result = json.load(open(tmp_path / runs[0] / "result.json"))
+    assert result["train/steps"] == 4 and os.path.exists(tmp_path / runs[0] / "checkpoint.pt")
+    assert result["time/setup_s"] > 0 and result["time/compile_s"] is None
+    assert "done: " in open(tmp_path / f"{runs[0]}.log").read()
+
+
+def _start_in_turns(tmp_path, name):
+    """The runner as the benchmark starts it: two rounds of two steps, its turns given through two pipes."""
+    from_benchmark, to_child = os.pipe()
+    from_child, to_benchmark = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "4",
+         "--log-every", "2", "--warmup-steps", "1", "--batch-size", "4", "--device", "cpu", "--wandb-mode",
+         "disabled", "--out-dir", str(tmp_path), "--name", name],
+        env={**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},2"}, pass_fds=(from_benchmark, to_benchmark),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    os.close(from_benchmark)
+    os.close(to_benchmark)
+    return proc, os.fdopen(to_child, "w"), os.fdopen(from_child, "r")
+
+
+def test_a_run_trains_only_in_its_turns_and_its_waits_are_not_training_time(tmp_path):
+    proc, go, reports = _start_in_turns(tmp_path, "paced")
+    say = lambda word: (go.write(word + "\n"), go.flush())  # noqa: E731
+    assert json.loads(reports.readline())["setup_s"] > 0  # set up, then nothing until its turn to warm up
+    say("go")
+    assert json.loads(reports.readline())["warm_up_s"] > 0  # one untimed forward and backward
+    say("go")
+    first = json.loads(reports.readline())
+    time.sleep(3)  # another point's turn
+    say("go")
+    second = json.loads(reports.readline())
+    assert len(first["step_times"]) == len(second["step_times"]) == 2
+    say("end")
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    result = json.load(open(tmp_path / "paced" / "result.json"))
+    assert result["train/steps"] == 4
+    # The 3 s between its turns are not training: its training time is its two turns' and little more.
+    assert result["time/train_s"] < first["wall_s"] + second["wall_s"] + 1.0
+
+
+def test_a_run_whose_benchmark_has_gone_ends_with_one_line_and_frees_its_folder(tmp_path):
+    proc, go, reports = _start_in_turns(tmp_path, "orphan")
+    assert json.loads(reports.readline())["setup_s"] > 0
+    go.close()  # the benchmark was killed
+    assert proc.wait(timeout=120) == 1
+    err = proc.stderr.read()
+    assert "error: the benchmark that gave this run its turns has gone" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "orphan" / ".lock")  # a new run may take the folder
 
 
 def _row(rnd, prec, ips, kind="runner", wall=1.0):
     return {"round": rnd, "kind": kind, "depth": 18, "precision": prec, "loader": "device", "compile": "none",
-            "nvml_hz": 10.0, "batch_size": 8, "device": "cpu", "train/images_per_s": ips, "time/train_s": wall,
+            "nvml_hz": 10.0, "batch_size": 8, "device": "cpu", "train/images_per_s": ips, "wall_s": wall,
             "ckpt/size_bytes": 100 if prec == "fp32" else 50, "time/setup_s": 1.0, "mem/rss_peak_bytes": 2**30}
 
 

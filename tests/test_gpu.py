@@ -106,3 +106,20 @@ def test_a_compiled_run_trains_and_saves_the_uncompiled_model(tmp_path, mode):
     assert summary["train/steps"] == 4 and summary["time/compile_s"] > 0
     state = torch.load(os.path.join(summary["run_dir"], "checkpoint.pt"), weights_only=True)["state"]["model"]
     assert not any(k.startswith(("_orig_mod.", "compiled.")) for k in state)
+
+
+def test_the_benchmark_gives_cuda_points_their_turns_and_prints_their_ratios(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "train.benchmark", "--device", "cuda", "--precisions", "fp32", "bf16",
+                          "--bare", "--rounds", "2", "--steps", "6", "--warmup-steps", "2", "--batch-size", "16",
+                          "--wandb-mode", "disabled", "--out-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stdout.count("== round 2/2") == 4 and "failed" not in out.stdout
+    bf16 = next(line.split() for line in out.stdout.splitlines() if line.split()[:2] == ["18", "bf16"])
+    assert bf16[5].endswith("x") and "peak alloc MiB" in out.stdout
+    assert "runner/bare (step)" in out.stdout

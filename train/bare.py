@@ -3,9 +3,9 @@
 The same model, precision policy, optimizer, LR schedule, data and loader as the runner, built by the same
 functions, and nothing else: no W&B, no telemetry, no loss or accuracy sums, no lost-update probe, no log
 windows, no console, no checkpoint. Its step times are taken as the runner's are (host clock on CPU, CUDA
-events on GPUs, read once at the end) and summarised by the same statistic (median after warm-up), so the
-ratio runner / bare is the runner's cost per step; its loop wall time is compared with the runner's
-`time/train_s`, which also covers the runner's log windows.
+events on GPUs, read once at the end, or once per turn under the benchmark) and summarised by the same
+statistic (median after warm-up), so the ratio runner / bare is the runner's cost per step; the benchmark also
+compares each round's wall time, which for the runner includes its log window.
 
     python -m train.bare --precision bf16 --steps 20 --out bare.json
 """
@@ -23,6 +23,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train.config import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, positive_int
+from train.turns import Turns
+
+_PROCESS_STARTED = time.perf_counter()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +78,10 @@ def run(args: argparse.Namespace) -> dict:
         if args.compile != "none" else None
 
     timer, throughput = StepTimer(device), Throughput(args.batch_size, args.warmup_steps)
+    turns = Turns.from_env()  # run by `train.benchmark`: train in the turns it gives, as the runner does
+    if turns:  # an eager point warms up as compiling did, as the runner's does
+        turns.ready(time.perf_counter() - _PROCESS_STARTED - (compile_s or 0.0), None if compile_s is not None else
+                    lambda: compiling.warm_up(model, bare_model, policy, device, args.batch_size, memory_format))
     model.train()
     step = 0
     started = time.perf_counter()
@@ -91,6 +98,11 @@ def run(args: argparse.Namespace) -> dict:
             scheduler.step()
             timer.end()
             step += 1
+            if turns and turns.ends_turn(step):
+                times = [s for s, _ in timer.collect()]  # the turn's one sync, as the runner's log window
+                throughput.add(times)
+                turns.add(times)
+                started += turns.next()  # waiting for the next turn is not training time
             if step >= args.steps:
                 break
             timer.start()

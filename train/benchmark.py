@@ -5,14 +5,15 @@ ratios with their spread.
     python -m train.benchmark --precisions fp32 bf16 --compile none default --bare --rounds 5
     python -m train.benchmark --depths 18 34 50 --loaders device torch --steps 300
 
-Each point is a real run of the runner (W&B run, checkpoint) on synthetic data, in a process of its own: its
-memory peak (allocator peak on GPUs, peak RSS on CPUs) is its own, not one shared by every point. The points
-are interleaved and repeated: each round runs every point once, in an order rotated from round to round, so
-a machine that gets busier or quieter for a while moves every point alike rather than one precision. A ratio
-is the median of its per-round ratios (both runs of a round ran minutes apart at most), shown with the range
-over rounds; a range wider than --max-spread is flagged as too wide to conclude. --bare adds a minimal
-training loop of the same model, batch, precision and data (train/bare.py) to every round and prints the
-runner's speed as a share of it. Points the device cannot run are listed with the runner's one-line reason.
+Each point is one real run of the runner (W&B run, checkpoint) on synthetic data, in a process of its own: its
+memory peak (allocator peak on GPUs, peak RSS on CPUs) is its own, not one shared by every point. The points'
+processes set up together (about one per core at a time), then train in turns (train/turns.py): each round
+gives every point --steps steps, one point at a time while the others wait, in an order rotated from round to
+round, so a machine that gets busier or quieter for a while moves every point alike rather than one
+precision. A ratio is the median of its per-round ratios, shown with the range over rounds; a range wider
+than --max-spread is flagged as too wide to conclude. --bare adds a minimal training loop of the same model,
+batch, precision and data (train/bare.py) as one more point and prints the runner's speed as a share of it.
+Points the device cannot run are listed with the runner's one-line reason.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -31,9 +33,11 @@ if __package__ in (None, ""):
 
 from train.config import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, positive_int
 from train.errors import UsageError
+from train.turns import ENV as TURNS_ENV
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
 BARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bare.py")
+TURN_KEYS = ("train/images_per_s", "wall_s", "step_times")  # a round's own figures; the rest of a row is the point's run
 RESULT_FILE = "result.json"  # train.checkpoint.RESULT_FILE, without importing torch before the flags are parsed
 BARE_GOAL = {"cpu": 0.97, "cuda": 0.99}  # the runner's speed as a share of the bare loop's, at least
 
@@ -56,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, help="steps left out of each median (default: 1 on CPU, 50 on GPU)")
     p.add_argument("--batch-size", type=positive_int, help="per-process batch (default: 32 on CPU, 256 on GPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--live", type=positive_int, default=6,
+                   help="processes alive at a time, each holding its model and data set: more points than this "
+                   "run in groups, one after another (lower it when memory is short)")
     p.add_argument("--out-dir", default="runs/benchmark", help="runs are written here")
     p.add_argument("--nvml-ab", action="store_true",
                    help="run every point twice, NVML sampler off and at --nvml-hz, and print the sampler's cost")
@@ -100,30 +107,103 @@ def paired(rows: list[dict], key, base_key, value: str, max_spread: float) -> di
 
 # --- points ------------------------------------------------------------------------------------------------
 
-def run_point(argv: list[str], name: str) -> dict:
-    """One point in a fresh process; its result.json, or {"error": the runner's one line}."""
-    out_dir = argv[argv.index("--out-dir") + 1]
-    proc = subprocess.run([sys.executable, RUNNER, *argv, "--name", name], stdout=None, stderr=subprocess.PIPE,
-                          text=True)
-    errors = [line.removeprefix("error: ") for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    if proc.returncode != 0:
-        reason = errors[0] if errors else (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        print(f"not run: {reason}", flush=True)
-        return {"error": reason}
-    with open(os.path.join(out_dir, name, RESULT_FILE)) as f:
-        return json.load(f)
+class PointProcess:
+    """One point's process, the runner or the bare loop, trained in the turns this benchmark gives it
+    (train/turns.py). Its output goes to a log file next to its run: several processes set up at once."""
+
+    def __init__(self, point: dict, script: str, argv: list[str], log_path: str, steps_per_turn: int,
+                 result_path: str):
+        self.point, self.result_path, self.log_path = point, result_path, log_path
+        from_benchmark, to_child = os.pipe()
+        from_child, to_benchmark = os.pipe()
+        env = {**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},{steps_per_turn}"}
+        with open(log_path, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, script, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, pass_fds=(from_benchmark, to_benchmark))
+        os.close(from_benchmark)
+        os.close(to_benchmark)
+        self._go = os.fdopen(to_child, "w")
+        self._reports = os.fdopen(from_child, "r")
+        self.setup: dict | None = None
+        self.error: str | None = None
+
+    def fileno(self) -> int:  # for select(): a report waits to be read
+        return self._reports.fileno()
+
+    def report(self) -> dict | None:
+        """The process's next report; None (and `error` set) when it ended instead."""
+        line = self._reports.readline()
+        if line:
+            return json.loads(line)
+        self.error = self._reason(self.proc.wait())
+        return None
+
+    def turn(self) -> dict | None:
+        """One round's steps: (step times, wall time), or None when the process failed."""
+        self._say("go")
+        return self.report()
+
+    def release(self) -> None:
+        """No more turns: the process ends its run (summary, checkpoint, W&B)."""
+        self._say("end")
+        try:
+            self._go.close()
+        except BrokenPipeError:
+            pass
+
+    def _say(self, word: str) -> None:
+        try:
+            self._go.write(word + "\n")
+            self._go.flush()
+        except BrokenPipeError:
+            pass  # it has ended: report() and result() say why
+
+    def result(self) -> dict:
+        """Its result file once it has ended, or {"error": its one-line reason}."""
+        code = self.proc.wait()
+        self._reports.close()
+        if self.error is None and code != 0:
+            self.error = self._reason(code)
+        if self.error is not None:
+            return {"error": self.error}
+        with open(self.result_path) as f:
+            return json.load(f)
+
+    def _reason(self, code: int) -> str:
+        with open(self.log_path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        return errors[0] if errors else (lines[-1] if lines else f"exit status {code}") + f" (log: {self.log_path})"
 
 
-def run_bare(argv: list[str], out_path: str) -> dict:
-    """The minimal loop of one point, in a fresh process like the runner's."""
-    proc = subprocess.run([sys.executable, BARE, *argv, "--out", out_path], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        print(f"bare loop failed: {reason}", flush=True)
-        return {"error": reason}
-    with open(out_path) as f:
-        return json.load(f)
+def start(specs: list[tuple]) -> list[PointProcess]:
+    """Start the processes together; returns them once each is set up and warmed up (or has failed). Set-up is
+    mostly single-threaded imports and file reads, so the processes set up together; they warm up in turns."""
+    started = [PointProcess(*spec) for spec in specs]
+    setting_up = list(started)
+    while setting_up:
+        for p in select.select(setting_up, [], [])[0]:
+            p.setup = p.report()
+            setting_up.remove(p)
+            label = describe(p.point)
+            print(f"  set up: {label} in {p.setup['setup_s']:.1f}s" if p.setup else
+                  f"  not run: {label}: {p.error}", flush=True)
+    for p in started:  # one at a time: a warm-up is a forward and backward on every core
+        if p.error is None and p.turn() is None:
+            print(f"  not run: {describe(p.point)}: {p.error}", flush=True)
+    return started
+
+
+def turn_figures(report: dict, batch: int, warmup: int) -> dict:
+    """A round of one point: images/s from the median step after the round's warm-up steps, and wall time."""
+    timed = report["step_times"][warmup:]
+    return {"train/images_per_s": batch / statistics.median(timed) if timed else None, "wall_s": report["wall_s"],
+            "step_times": report["step_times"]}
+
+
+def describe(p: dict) -> str:
+    return (f"{p['kind']} resnet{p['depth']} {p['precision']} ({p['loader']} loader, compile {p['compile']}"
+            f"{', NVML %g Hz' % p['nvml_hz'] if p.get('nvml_ab') else ''})")
 
 
 def cpu_features() -> str:
@@ -146,7 +226,8 @@ def cpu_features() -> str:
 
 
 def refusal(device_choice: str, prec: str, compile_mode: str) -> str | None:
-    """The runner's one-line refusal of a point, checked here (by the same code) instead of in a process."""
+    """The runner's one-line refusal of a point by rule, checked here (by the same code) instead of in a process
+    that would only start to refuse; the probe step, which can refuse too, runs in the point's process."""
     import torch
 
     from train import compiling, precision
@@ -154,7 +235,7 @@ def refusal(device_choice: str, prec: str, compile_mode: str) -> str | None:
     cuda = device_choice != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     try:
-        precision.get(prec).check_device(device)
+        precision.get(prec).check_device(device, probe=False)  # the point's own process probes, set-up running
         compiling.check(compile_mode, device)
     except UsageError as e:
         return str(e)
@@ -233,8 +314,8 @@ def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
             continue
         d = pairs.setdefault(point, {"step": [], "wall": []})
         d["step"].append(r["train/images_per_s"] / b["train/images_per_s"])
-        d["wall"].append(b["time/train_s"] / r["time/train_s"])
-    lines = [("depth", "precision", "loader", "compile", "runner/bare (step)", "runner/bare (loop wall)",
+        d["wall"].append(b["wall_s"] / r["wall_s"])
+    lines = [("depth", "precision", "loader", "compile", "runner/bare (step)", "runner/bare (round wall)",
               f"goal >= {goal:.2f}")]
     for point, d in pairs.items():
         step, wall = spread(d["step"], max_spread), spread(d["wall"], max_spread)
@@ -263,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup_steps if args.warmup_steps is not None else (50 if gpu else 1)
     batch = args.batch_size or (256 if gpu else 32)
     rounds = args.rounds or 3
+    if warmup >= steps:
+        raise UsageError(f"--warmup-steps {warmup} leaves none of the {steps} steps of a round to time: use "
+                         "fewer warm-up steps or more --steps")
     if args.nvml_ab and not gpu:
         raise UsageError("--nvml-ab measures the NVML sampler's cost on a GPU; no CUDA GPU is in use")
     sampler_rates = [0.0, args.nvml_hz] if args.nvml_ab else [args.nvml_hz]
@@ -274,45 +358,74 @@ def main(argv: list[str] | None = None) -> int:
             for prec in args.precisions:
                 for mode in args.compile:
                     reason = refusal(args.device, prec, mode)
-                    for hz in sampler_rates:
-                        row = {"depth": depth, "precision": prec, "loader": loader, "compile": mode,
-                               "batch_size": batch, "nvml_hz": hz, "round": 0, "kind": "runner",
-                               "index": len(points) + len(rows)}  # the table's order
+                    kinds = [("runner", hz) for hz in sampler_rates] + ([("bare", sampler_rates[-1])] if args.bare
+                                                                        else [])
+                    for kind, hz in kinds:
+                        point = {"depth": depth, "precision": prec, "loader": loader, "compile": mode,
+                                 "batch_size": batch, "nvml_hz": hz, "nvml_ab": args.nvml_ab, "kind": kind,
+                                 "index": len(points) + len(rows)}  # the table's order
                         if reason:
-                            rows.append({**row, "error": reason})
+                            if kind == "runner":
+                                rows.append({**point, "round": 0, "error": reason})
                         else:
-                            points.append(row)
-                    if args.bare and not reason:
-                        points.append({"depth": depth, "precision": prec, "loader": loader, "compile": mode,
-                                       "batch_size": batch, "nvml_hz": sampler_rates[-1], "kind": "bare"})
-    for rnd in range(rounds):
-        shift = rnd % len(points) if points else 0
-        order = points[shift:] + points[:shift]  # rotated: no point always runs first, or after the same one
-        if rnd % 2:
-            order.reverse()
-        for i, p in enumerate(order):
-            print(f"\n== round {rnd + 1}/{rounds}, point {i + 1}/{len(order)}: {p['kind']} resnet{p['depth']} "
-                  f"{p['precision']} ({p['loader']} loader, compile {p['compile']}"
-                  f"{', NVML %g Hz' % p['nvml_hz'] if args.nvml_ab else ''}): {steps} steps of {batch}", flush=True)
-            common = ["--depth", str(p["depth"]), "--precision", p["precision"], "--loader", p["loader"],
-                      "--steps" if p["kind"] == "bare" else "--max-steps", str(steps), "--warmup-steps", str(warmup),
-                      "--batch-size", str(batch), "--device", args.device, "--compile", p["compile"]]
-            if p["kind"] == "bare":
-                result = run_bare(common, os.path.join(args.out_dir, f"bare-{uuid.uuid4().hex[:8]}.json"))
-            else:
-                argv_run = [*common, "--dataset", "synthetic", "--out-dir", args.out_dir, "--log-every",
-                            str(min(50, steps)), "--group", "benchmark", "--tags", "benchmark", "--nvml-hz",
-                            str(p["nvml_hz"])]
-                if args.wandb_mode:
-                    argv_run += ["--wandb-mode", args.wandb_mode]
-                name = f"r{p['depth']}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
-                result = run_point(argv_run, name)
-            rows.append({**p, "round": rnd, **result})
+                            points.append(point)
+
+    def spec(p: dict) -> tuple:
+        common = ["--depth", str(p["depth"]), "--precision", p["precision"], "--loader", p["loader"],
+                  "--warmup-steps", str(warmup), "--batch-size", str(batch), "--device", args.device,
+                  "--compile", p["compile"]]
+        tag = f"{p['depth']}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
+        if p["kind"] == "bare":
+            out = os.path.join(args.out_dir, f"bare-r{tag}.json")
+            argv_bare = [*common, "--steps", str(rounds * steps), "--out", out]
+            return p, BARE, argv_bare, out.removesuffix(".json") + ".log", steps, out
+        name = f"r{tag}"
+        argv_run = [*common, "--max-steps", str(rounds * steps), "--dataset", "synthetic", "--out-dir", args.out_dir,
+                    "--name", name, "--log-every", str(steps), "--group", "benchmark", "--tags", "benchmark",
+                    "--nvml-hz", str(p["nvml_hz"])]
+        if args.wandb_mode:
+            argv_run += ["--wandb-mode", args.wandb_mode]
+        return (p, RUNNER, argv_run, os.path.join(args.out_dir, f"{name}.log"), steps,
+                os.path.join(args.out_dir, name, RESULT_FILE))
+
+    groups = [points[i:i + args.live] for i in range(0, len(points), args.live)]
+    for g, group in enumerate(groups):
+        where = f" (group {g + 1}/{len(groups)}: at most --live {args.live} processes at a time)" \
+            if len(groups) > 1 else ""
+        print(f"== setting up {len(group)} point(s) at once{where}; their logs are in {args.out_dir}/", flush=True)
+        procs = start([spec(p) for p in group])
+        for rnd in range(rounds):
+            live = [p for p in procs if p.error is None]
+            shift = rnd % len(live) if live else 0
+            order = live[shift:] + live[:shift]  # rotated: no point always runs first, or after the same one
+            if rnd % 2:
+                order.reverse()
+            for p in order:
+                report = p.turn()
+                if report is None:
+                    print(f"== round {rnd + 1}/{rounds}: {describe(p.point)}: failed: {p.error}", flush=True)
+                    continue
+                figures = turn_figures(report, batch, warmup)
+                rows.append({**p.point, "round": rnd, **figures})
+                ips = figures["train/images_per_s"]
+                print(f"== round {rnd + 1}/{rounds}: {describe(p.point)}: {ips:,.1f} images/s, "
+                      f"{len(report['step_times'])} steps in {report['wall_s']:.2f}s", flush=True)
+        for p in procs:
+            p.release()  # every point of the group ends its run at once: nothing is timed any more
+        for p in procs:
+            result = {k: v for k, v in p.result().items() if k not in TURN_KEYS}
+            own = [r for r in rows if r["index"] == p.point["index"]]
+            if not own:  # it failed before its first round
+                rows.append({**p.point, "round": 0})
+                own = rows[-1:]
+            for row in own:
+                row.update(result)  # the run's own figures (set-up, memory peak, checkpoint) on each of its rounds
 
     where = f"GPU {torch.cuda.get_device_name()}" if gpu else "CPU"
-    print(f"\nSynthetic data, {steps} steps per point ({warmup} warm-up steps left out of the median), batch "
-          f"{batch}, {rounds} round(s) of {len(points)} interleaved run(s), on {where}, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}:\n")
+    print(f"\nSynthetic data, batch {batch}, {rounds} round(s) of {steps} steps per point ({warmup} warm-up "
+          f"step(s) of each round left out of its median), {len(points)} point(s) each in a process of its own "
+          f"(set-up times are of all of a group's points setting up at once), on {where}, torch "
+          f"{torch.__version__}, {time.strftime('%Y-%m-%d')}:\n")
     shown = [table([r for r in rows if r["nvml_hz"] == sampler_rates[-1]], args.max_spread)]
     print(shown[-1])
     if len(args.compile) > 1:
@@ -321,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         print(shown[-1])
     if args.bare:
         print("\nThe runner (W&B, telemetry, checkpoint) vs a minimal loop of the same model, batch, precision and "
-              "data, paired within each round. step: median step time, as images/s is measured; loop wall: the "
-              "whole training loop, log windows included:")
+              "data, paired within each round. step: median step time, as images/s is measured; round wall: the "
+              "round's whole loop, its log window (the one sync, W&B log, lost-update check) included:")
         shown.append(bare_table(rows, args.max_spread, device))
         print(shown[-1])
     if args.nvml_ab:
@@ -341,7 +454,11 @@ def main(argv: list[str] | None = None) -> int:
               "One round gives no range: use --rounds 3 or more to judge a ratio.")))
     if not gpu:
         print(cpu_features())
-    print(f"Benchmark wall time {time.perf_counter() - started:.0f}s.")
+    raw = os.path.join(args.out_dir, f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(raw, "w") as f:
+        json.dump({"argv": sys.argv[1:] if argv is None else argv, "device": where, "torch": torch.__version__,
+                   "steps": steps, "warmup_steps": warmup, "batch_size": batch, "rounds": rounds, "rows": rows}, f)
+    print(f"Every round's step times: {raw}. Benchmark wall time {time.perf_counter() - started:.0f}s.")
     return 0 if any("error" not in r for r in rows) else 1
 
 
@@ -351,3 +468,6 @@ if __name__ == "__main__":
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # the points' processes, in the same process group, stop with their own line
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

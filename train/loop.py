@@ -58,6 +58,7 @@ class Training:
     backlog: Backlog = field(default_factory=Backlog)  # what W&B's files may lack until they are closed
     targets: list = field(default_factory=list)  # --target-acc: accuracies whose time to reach is recorded
     stop_at_acc: float | None = None  # --stop-at-acc: end the run at the first epoch reaching it
+    turns: object | None = None  # turns.Turns: a benchmark runs this process in turns with others
 
     def log(self, metrics: dict) -> None:
         self.aggregates.add(metrics)
@@ -136,11 +137,13 @@ def save_checkpoint(t: Training) -> int | None:
 
 
 def _first_non_finite(losses: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
-    """On the device: (mean loss, index of the first step whose loss is not finite or -1, weights all finite)."""
+    """On the device: (mean loss, index of the first step whose loss is not finite or -1, weights all finite;
+    1 when `params` is empty)."""
     stacked = torch.stack(losses).float()
     bad = ~stacked.isfinite()
     index = torch.where(bad.any(), bad.int().argmax(), torch.tensor(-1, device=stacked.device))
-    weights_ok = torch.stack([p.detach().isfinite().all() for p in params]).all()
+    weights_ok = torch.stack([p.detach().isfinite().all() for p in params]).all() if params else \
+        torch.tensor(True, device=stacked.device)
     return torch.stack([stacked.mean(), index.float(), weights_ok.float()])
 
 
@@ -166,8 +169,13 @@ def fit(t: Training) -> dict:
         times = timer.collect()  # with the read below, the one sync of the window
         step_times = [s for s, _ in times]
         t.throughput.add(step_times)
+        if t.turns:
+            t.turns.add(step_times)
         timing = t.throughput.window(step_times)
-        loss_mean, bad_index, weights_ok = _first_non_finite(step_losses, params).tolist()
+        # A weight that is not finite makes the next step's loss so (NaN and inf survive every layer), so the
+        # weights themselves are checked only where no next step will: the run's last window, or a stop's.
+        final = stop_here or progress.step >= t.total_steps or t.train_loader.epoch >= t.epochs
+        loss_mean, bad_index, weights_ok = _first_non_finite(step_losses, params if final else []).tolist()
         if bad_index >= 0:  # the first step whose loss was not finite
             diverged_at = progress.step - len(step_losses) + 1 + int(bad_index)
         elif not weights_ok:  # finite losses but a weight that is not: known only at the window's end
@@ -244,6 +252,10 @@ def fit(t: Training) -> dict:
                 ended = log_window(epoch, stop_here)
                 if ended:
                     break
+                if t.turns and t.turns.ends_turn(progress.step):
+                    started += t.turns.next()  # waiting for the next turn is not training time
+                    if t.sampler:
+                        t.sampler.discard()  # nor are the other points' turns, which NVML saw meanwhile
             if progress.step >= t.total_steps:
                 break
             if not step_losses:

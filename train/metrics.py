@@ -201,8 +201,8 @@ class RunAggregates:
 
 
 class LostUpdates:
-    """The share of weight elements whose update one optimizer step rounded away: gradient non-zero (and
-    finite), weight bit-identical afterwards. Pure fp16/bf16 keep no fp32 master weights, so an update
+    """The share of weight elements whose update one optimizer step rounded away: gradient non-zero, weight
+    bit-identical afterwards. Pure fp16/bf16 keep no fp32 master weights, so an update
     smaller than half a unit in the last place of the weight vanishes; this makes that visible.
 
     Measured on one step per log window: a copy of the weights before the step and a few whole-tensor ops
@@ -212,7 +212,7 @@ class LostUpdates:
     def __init__(self, model: torch.nn.Module):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._before: list[torch.Tensor] | None = None
-        self._counts: torch.Tensor | None = None  # (lost, eligible, steps that changed nothing)
+        self._counts: torch.Tensor | None = None  # (lost, eligible, elements the step changed)
 
     def before_step(self) -> None:
         self._before = [p.detach().clone() for p in self.params]
@@ -220,21 +220,22 @@ class LostUpdates:
     def after_step(self) -> None:
         if self._before is None:
             return
-        lost = eligible = changed = None
+        lost = eligible = unchanged = None
         for p, old in zip(self.params, self._before):
-            g = p.grad
-            if g is None:
+            if p.grad is None:
                 continue
-            moving = (g != 0) & g.isfinite()
+            # Non-finite gradients need no mask of their own: they either leave a non-finite weight (not "same")
+            # or were not applied at all (a skipped step: nothing changed, which read() leaves out).
+            moving = p.grad != 0
             same = p.detach() == old
-            n_lost, n_eligible = (moving & same).sum(), moving.sum()
-            n_changed = (~same).sum()
+            n_lost, n_eligible, n_same = (moving & same).sum(), moving.sum(), same.sum()
             lost = n_lost if lost is None else lost + n_lost
             eligible = n_eligible if eligible is None else eligible + n_eligible
-            changed = n_changed if changed is None else changed + n_changed
+            unchanged = n_same if unchanged is None else unchanged + n_same
         self._before = None
         if lost is not None:
-            self._counts = torch.stack([lost, eligible, changed])
+            total = sum(p.numel() for p in self.params if p.grad is not None)
+            self._counts = torch.stack([lost, eligible, total - unchanged])
 
     def read(self) -> dict:
         """{precision/lost_update_frac} for the measured step, or {} (none measured, or a step the loss

@@ -69,9 +69,9 @@ class Precision:
             **backend_flags,
         }
 
-    def check_device(self, device: torch.device) -> None:
-        """Refuse, before any training, a precision the device cannot run: by rule first, then by
-        running one tiny training step in this precision (a missing kernel shows up there)."""
+    def check_device(self, device: torch.device, probe: bool = True) -> None:
+        """Refuse, before any training, a precision the device cannot run: by rule first, then (with `probe`)
+        by running one tiny training step in this precision (a missing kernel shows up there)."""
         where = _describe(device)
         if device.type == "cpu" and self.tf32:
             raise UsageError(f"precision {self.name} cannot run on {where}: TF32 is a tensor-core mode of NVIDIA GPUs "
@@ -87,6 +87,8 @@ class Precision:
             if major < 8:
                 raise UsageError(f"precision {self.name} cannot run on {where} (compute capability {major}.{minor}): "
                                  "it needs an Ampere or newer GPU (8.0+)")
+        if not probe:
+            return
         try:
             _probe_step(self, device)
         except Exception as e:  # noqa: BLE001 - any failure here means "this device cannot run it"

@@ -35,6 +35,7 @@ from train import checkpoint, compiling, data, distributed, precision, telemetry
 from train.claim import RunFolderLock
 from train.config import RunConfig, check_out_dir, differences, experiment, parse_args
 from train.console import Console
+from train.turns import Turns
 from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
 from train.backlog import Backlog
 from train.loop import EpochSums, Training, fit, save_checkpoint
@@ -215,6 +216,7 @@ def provenance() -> dict:
 def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest,
            setup_started: float | None = None) -> dict:
     setup_started = time.perf_counter() if setup_started is None else setup_started
+    turns = None if ranks.enabled else Turns.from_env()  # a benchmark's point: train in the turns it gives
     # Everything that can be refused is checked before anything is written.
     policy = precision.get(cfg.precision)
     backend_flags = policy.set_backend_flags()
@@ -331,10 +333,14 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
                      throughput=throughput,
                      memory=memory, aggregates=aggregates, state=state, sampler=sampler, ranks=ranks, comm=comm,
                      stop=stop, backlog=backlog, targets=cfg.target_acc if test_loader is not None else [],
-                     stop_at_acc=cfg.stop_at_acc)
+                     stop_at_acc=cfg.stop_at_acc, turns=turns)
 
         setup_s = time.perf_counter() - setup_started - (compile_s or 0.0)
         console.say(f"set-up {setup_s:.1f}s (imports, data, model, device probe, W&B start; time/setup_s)")
+        if turns:  # a benchmark point: an eager one warms up as compiling did (bf16 on a CPU is ~20% slower for
+            # its first few steps, which a round of 4 steps cannot leave out)
+            turns.ready(setup_s, None if compile_s is not None else lambda: compiling.warm_up(
+                model, bare_model, policy, device, cfg.batch_size, memory_format))
         exit_code = 1
         try:
             summary = fit(t)

@@ -1,0 +1,75 @@
+"""Turns: how `python -m train.benchmark` runs its points' processes one at a time, each for many rounds.
+
+Every point of a benchmark (a precision, a --compile mode, the bare loop, ...) is one process: it sets up once
+(imports, data, model, W&B start, compile) and trains for all rounds, so it pays its set-up once and its memory
+peak is its own. It works only in its turn: it warms up in one, and before its first step, and after every
+`steps` steps (one round),
+it reports to the benchmark and blocks on a pipe until its next turn ("go"). Only one process trains at a time;
+the others sleep in `read`, using no CPU or GPU. After its last round a process waits once more, for "end", so
+that every point ends its run (summary, checkpoint, W&B) together, when nothing is being timed. The pipe's end
+of file instead means the benchmark has gone: the run stops there.
+
+The benchmark passes the pipe's ends and the turn's length in TRAIN_TURNS ("<read fd>,<write fd>,<steps>");
+without it a run is an ordinary one. The reports are JSON lines: {"setup_s"} once set up, {"warm_up_s"}, then
+per round {"step_times", "wall_s"}: each step's time (as the run times it) and the turn's wall time from the benchmark's
+go to the end of its last log window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+ENV = "TRAIN_TURNS"
+
+
+class Turns:
+    def __init__(self, read_fd: int, write_fd: int, steps: int):
+        self.steps = steps
+        self._read = os.fdopen(read_fd, "r")
+        self._write = os.fdopen(write_fd, "w")
+        self._step_times: list[float] = []
+        self._went = 0.0
+
+    @classmethod
+    def from_env(cls) -> "Turns | None":
+        value = os.environ.pop(ENV, None)  # popped: no child process (a DataLoader worker) takes the pipe
+        if not value:
+            return None
+        read_fd, write_fd, steps = (int(x) for x in value.split(","))
+        return cls(read_fd, write_fd, steps)
+
+    def add(self, step_times: list[float]) -> None:
+        """A log window's step times, in order."""
+        self._step_times.extend(step_times)
+
+    def ends_turn(self, step: int) -> bool:
+        return step % self.steps == 0
+
+    def ready(self, setup_s: float, warm_up=None) -> None:
+        """Set up: say so; in its turn, call `warm_up` (one untimed forward and backward, so that the first
+        round starts with kernels chosen and memory allocated, like the later ones); then wait for the first
+        round. Warming up one process at a time keeps their threads from fighting over the cores."""
+        self._wait({"setup_s": setup_s})
+        seconds = warm_up() if warm_up else 0.0
+        self._wait({"warm_up_s": seconds})
+
+    def next(self) -> float:
+        """This turn is over: report it, wait for the next (or for the end). Returns the seconds waited, which
+        are not training time."""
+        ended = time.perf_counter()
+        self._wait({"step_times": self._step_times, "wall_s": ended - self._went})
+        self._step_times = []
+        return self._went - ended
+
+    def _wait(self, report: dict) -> None:
+        try:
+            self._write.write(json.dumps(report) + "\n")
+            self._write.flush()
+            go = self._read.readline()
+        except BrokenPipeError:
+            go = ""
+        if not go:  # end of file: the benchmark has gone (interrupted or killed)
+            raise SystemExit("error: the benchmark that gave this run its turns has gone; the run ends here")
+        self._went = time.perf_counter()
