@@ -238,3 +238,17 @@ def test_the_grid_has_a_seed_axis_and_repeats_over_seeds():
     assert len(thrice) == 216 and {p["seed"] for p in thrice} == {0, 1, 2}
     assert len({p["_name"] for p in thrice}) == 216  # every repeat has its own run folder and W&B id
     assert {p["_name"] for p in once} <= {p["_name"] for p in thrice}  # seed 0 runs are found again
+
+
+def test_the_last_window_finds_a_weight_that_is_not_finite_though_every_loss_was():
+    from train.loop import _first_non_finite
+
+    losses = [torch.tensor(2.3), torch.tensor(2.2)]
+    weights = [torch.ones(4, 3, dtype=torch.bfloat16), torch.ones(7)]
+    assert _first_non_finite(losses, weights).tolist() == [pytest.approx(2.25), -1.0, 1.0]
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for i in range(2):
+            broken = [w.clone() for w in weights]
+            broken[i].view(-1)[2] = bad
+            assert _first_non_finite(losses, broken).tolist()[1:] == [-1.0, 0.0], (bad, i)
+    assert _first_non_finite([torch.tensor(1.0), torch.tensor(float("nan"))], []).tolist()[1:] == [1.0, 1.0]
