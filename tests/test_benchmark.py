@@ -1,11 +1,12 @@
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 from conftest import ROOT
-from train.benchmark import bare_table, paired, point_of, spread, table
+from train.benchmark import bare_table, mark_disturbed, paired, point_of, spread, table
 from train.turns import ENV as TURNS_ENV
 
 
@@ -115,3 +116,24 @@ def test_bare_loop_verdict_is_met_missed_or_inconclusive():
     assert "inconclusive (range spans" in bare_table(rows((95, 100), (100, 100)), 0.1, "cpu")
     # All rounds below the goal, but 0.3x to 0.6x: a busy machine, not a verdict.
     assert "inconclusive (range too wide)" in bare_table(rows((30, 100), (60, 100)), 0.1, "cpu")
+
+
+def test_a_round_another_process_disturbed_is_left_out_of_the_ratios_and_said():
+    def rows(bf16_steps):
+        out = []
+        for rnd, steps in enumerate(bf16_steps):
+            fp32 = _row(rnd, "fp32", 100)
+            fp32["index"], fp32["step_times"] = 0, [0.6, 0.6, 0.6, 0.6]
+            bf16 = _row(rnd, "bf16", 8 / statistics.median(steps[1:]))
+            bf16["index"], bf16["step_times"] = 1, steps
+            out += [fp32, bf16]
+        return out
+
+    quiet = [0.3, 0.3, 0.3, 0.3]
+    busy = rows([quiet, [0.3, 0.3, 2.5, 4.0], quiet, quiet])  # a job took the cores for two steps of round 2
+    assert mark_disturbed(busy, warmup=1) == 1
+    assert " !" not in table(busy)
+    assert mark_disturbed(rows([quiet] * 4), warmup=1) == 0
+    # Slow in most rounds is how the point runs, not a disturbance: nothing is left out, and the range says so.
+    always = rows([[0.3, 0.3, 2.5, 4.0]] * 3 + [quiet])
+    assert mark_disturbed(always, warmup=1) == 0 and " !" in table(always)

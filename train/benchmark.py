@@ -93,9 +93,35 @@ def fmt_ratio(s: dict) -> str:
     return f"{s['median']:.2f}x [{s['min']:.2f}-{s['max']:.2f}]{' !' if s['wide'] else ''}"
 
 
+DISTURBED = 2.0  # a round with a step over this multiple of its point's median step was disturbed
+
+
+def mark_disturbed(rows: list[dict], warmup: int) -> int:
+    """Flag the rounds another process disturbed: one of their timed steps took over DISTURBED times the point's
+    median step (over all its rounds). A runner's own cost never doubles a step; a job taking the cores does
+    (seen on a shared 2-core machine: 0.6 s steps became 2-5 s). Their ratios are left out rather than widening
+    every range, unless most of a point's rounds are so: then that is how it runs, and its range shows it.
+    Returns how many rounds were flagged."""
+    by_point: dict[int, list[dict]] = {}
+    for r in rows:
+        if r.get("step_times") and "error" not in r:
+            by_point.setdefault(r["index"], []).append(r)
+    flagged = 0
+    for same in by_point.values():
+        typical = statistics.median(t for r in same for t in r["step_times"][warmup:])
+        slow = [max(r["step_times"][warmup:]) > DISTURBED * typical for r in same]
+        if 2 * sum(slow) > len(same):  # most rounds: not an exception to leave out but how this point runs
+            slow = [False] * len(same)
+        for r, is_slow in zip(same, slow):
+            r["disturbed"] = is_slow
+        flagged += sum(slow)
+    return flagged
+
+
 def paired(rows: list[dict], key, base_key, value: str, max_spread: float) -> dict:
-    """Per-point ratio to its base point, paired within each round: {point: spread of ratios}."""
-    by_round = {(r["round"], key(r)): r for r in rows if "error" not in r}
+    """Per-point ratio to its base point, paired within each round (disturbed rounds left out): {point: spread
+    of ratios}."""
+    by_round = {(r["round"], key(r)): r for r in rows if "error" not in r and not r.get("disturbed")}
     out = {}
     for (rnd, point), r in by_round.items():
         b = by_round.get((rnd, base_key(r)))
@@ -277,6 +303,7 @@ def table(rows: list[dict], max_spread: float = 0.10) -> str:
                          f"{r['error']}")
             continue
         same = [x for x in runs if point_of(x) == point and "error" not in x]
+        same = [x for x in same if not x.get("disturbed")] or same
         med = lambda key: statistics.median(v for x in same if (v := x.get(key)) is not None) \
             if any(x.get(key) is not None for x in same) else None  # noqa: E731
         ips, setup = med("train/images_per_s"), med("time/setup_s")
@@ -307,7 +334,8 @@ def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
     goal = BARE_GOAL[device]
     key = lambda r: point_of(r)[:4]  # noqa: E731
     pairs: dict[tuple, dict[str, list[float]]] = {}
-    by_round = {(r["round"], r.get("kind", "runner"), key(r)): r for r in rows if "error" not in r}
+    by_round = {(r["round"], r.get("kind", "runner"), key(r)): r for r in rows
+                if "error" not in r and not r.get("disturbed")}
     for (rnd, kind, point), r in by_round.items():
         b = by_round.get((rnd, "bare", point))
         if kind != "runner" or b is None or not r.get("train/images_per_s") or not b.get("train/images_per_s"):
@@ -421,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             for row in own:
                 row.update(result)  # the run's own figures (set-up, memory peak, checkpoint) on each of its rounds
 
+    disturbed = mark_disturbed(rows, warmup)
     where = f"GPU {torch.cuda.get_device_name()}" if gpu else "CPU"
     print(f"\nSynthetic data, batch {batch}, {rounds} round(s) of {steps} steps per point ({warmup} warm-up "
           f"step(s) of each round left out of its median), {len(points)} point(s) each in a process of its own "
@@ -452,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
              "more --rounds, more --steps or on a quieter machine.".format(args.max_spread) if wide else
              ("Every range is within {:.0%}.".format(args.max_spread) if rounds > 1 else
               "One round gives no range: use --rounds 3 or more to judge a ratio.")))
+    if disturbed:
+        print(f"{disturbed} of {sum('step_times' in r for r in rows)} point-rounds were left out of the ratios as "
+              f"disturbed: a step took over {DISTURBED:g}x its point's median (another process had the device or "
+              "the cores); the medians and ranges above are over the other rounds.")
     if not gpu:
         print(cpu_features())
     raw = os.path.join(args.out_dir, f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json")
