@@ -44,7 +44,9 @@ def tmpfs(path, size_mib: int):
 def test_two_runs_with_one_name_at_once_the_second_is_refused_and_a_dead_holder_is_taken_over(tmp_path):
     argv = [*RUNNER, *QUICK, "--max-steps", "500", "--log-every", "1", "--wandb-mode", "offline",
             "--out-dir", str(tmp_path), "--name", "same", "--resume", "auto"]
-    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The holder trains on one thread: the second start then has a core of its own, not half of two.
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         for line in first.stdout:
             if "step 1/500" in line:

@@ -448,13 +448,18 @@ def test_a_source_without_runs_gets_one_line_and_exit_2(tmp_path, source):
 def test_report_reads_runs_of_the_real_runner(tmp_path):
     """End to end: two short CPU runs of train/run.py, fp32 and bf16, then the report over them."""
     out = tmp_path / "runs"
-    for precision in ("fp32", "bf16"):
-        trained = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "3",
-             "--batch-size", "4", "--precision", precision, "--wandb-mode", "offline", "--out-dir", str(out),
-             "--name", f"e2e-{precision}", "--device", "cpu"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_DISABLE_GIT": "true"})
-        assert trained.returncode == 0, trained.stderr
+    # Side by side, one thread each: most of a 3-step run is its start (imports, W&B) and end (checkpoint, W&B),
+    # which use one core; two threads each on 2 cores would make both wait on each other's steps.
+    env = {**os.environ, "WANDB_DISABLE_GIT": "true", "OMP_NUM_THREADS": "1"}
+    training = [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "3",
+         "--batch-size", "4", "--precision", precision, "--wandb-mode", "offline", "--out-dir", str(out),
+         "--name", f"e2e-{precision}", "--device", "cpu"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        for precision in ("fp32", "bf16")]
+    for trained in training:
+        _, err = trained.communicate(timeout=300)
+        assert trained.returncode == 0, err
     result = _report(out, tmp_path / "o")
     assert result.returncode == 0, result.stderr
     rows = _csv(tmp_path / "o")

@@ -31,18 +31,23 @@ def _summary(run_dir):
 
 @pytest.fixture(scope="module")
 def unbroken_and_resumed(tmp_path_factory):
-    """The same 2-epoch run twice: once unbroken, once stopped by SIGTERM part-way and resumed."""
+    """The same 2-epoch run twice: once unbroken, once stopped by SIGTERM part-way and resumed. Side by side, one
+    thread each (the same for both: the thread count changes bf16's sums): much of a short run is its start and
+    end on one core, and two threads each on 2 cores would wait on each other."""
     root = tmp_path_factory.mktemp("resume")
     data = write_cifar(str(root / "data"), per_batch=16, n_test=32)
     common = [*RUNNER, "--data-dir", data, "--epochs", "2", "--batch-size", "8", "--log-every", "1",
               "--warmup-steps", "2", "--precision", "bf16", "--device", "cpu", "--wandb-mode", "offline",
               "--out-dir", str(root), "--resume", "auto"]
-    whole = subprocess.run([*common, "--name", "whole"], capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-    status, _, err = sigterm_at_line([*common, "--name", "part"], "step 12/20")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.Popen([*common, "--name", "whole"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    status, _, err = sigterm_at_line([*common, "--name", "part"], "step 12/20", env=env)
     assert status == 75, err
-    again = subprocess.run([*common, "--name", "part"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*common, "--name", "part"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
     return root / "whole", root / "part"
 
 
@@ -179,9 +184,9 @@ def test_lost_updates_count_updates_rounded_away():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_every_run_logs_its_lost_updates_and_pure_bf16_loses_most(tmp_path, precision):
-    result = train(parse_args(["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--log-every",
-                               "2", "--device", "cpu", "--wandb-mode", "disabled", "--precision", precision,
-                               "--out-dir", str(tmp_path)]))
+    result = train(parse_args(["--dataset", "synthetic", "--max-steps", "2", "--batch-size", "4", "--log-every",
+                               "1", "--device", "cpu", "--wandb-mode", "disabled", "--precision", precision,
+                               "--out-dir", str(tmp_path)]))  # two windows, each measured on its step
     frac = result["precision/lost_update_frac"]
     assert set(frac) == {"mean", "min", "max", "last"}
     if precision == "bf16":  # no fp32 master weights: at lr 0.005 most updates are below half an ulp

@@ -125,6 +125,9 @@ def test_smoke_sweep_as_slurm_job_arrays_then_resubmit_skips_all(cluster, tmp_pa
         assert summary["state"] == "finished" and summary["summary"]["train/steps"] == 3
         gpus = 2 if "gpus2" in run_dir else 1
         assert summary["config"]["system"]["world_size"] == gpus
+        # Each task was given one CPU (sbatch's default): its workers train on that one core's thread, not on a
+        # thread per core of the node, which two tasks side by side would fight over.
+        assert summary["config"]["system"]["cpu_threads"] == 1
     again = _sweep(os.path.join(ROOT, "sweeps", "smoke.yaml"), "slurm", "--out-dir", out, "--gpu-request", "none",
                    env=cluster.env)
     assert again.returncode == 0 and "nothing to submit" in again.stdout
@@ -147,7 +150,8 @@ def test_slurm_warning_signal_checkpoints_requeues_and_continues_the_run(cluster
                     "  gpus: {value: 2}\n  dataset: {value: synthetic}\n  max_steps: {value: 24}\n"
                     "  batch_size: {value: 16}\n  log_every: {value: 1}\n")  # ~0.4 s a step: the signal lands mid-run
     out = str(tmp_path / "runs")
-    submitted = _sweep(str(path), "slurm", "--out-dir", out, "--gpu-request", "none", env=cluster.env)
+    submitted = _sweep(str(path), "slurm", "--out-dir", out, "--gpu-request", "none", "--cpus-per-task", "2",
+                       env=cluster.env)  # a CPU for each worker: the task is bound to what it asked for
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.split("job array ")[1].split(":")[0]
 

@@ -16,8 +16,9 @@ from test_training import _inspect
 
 RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
 # On this data set (40 training images, 32 test images, seed 0) bf16 at lr 0.02 reaches a test accuracy of
-# 0.06, 0.16, 0.44, 0.66 after epochs 1..4 (CPU: deterministic): 0.3 is first reached at epoch 3, 0.99 never.
-LOW, NEVER = 0.3, 0.99
+# 0.06, 0.16, 0.22, 0.50 after epochs 1..4 on one thread (0.06, 0.16, 0.44, 0.66 on two; CPU: deterministic for a
+# given thread count): 0.2 is first reached at epoch 3, 0.99 never.
+LOW, NEVER = 0.2, 0.99
 
 
 def _history(run_dir):
@@ -38,23 +39,26 @@ def _summary(run_dir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three bf16 runs of 4 epochs: unbroken; stopped by SIGTERM in epoch 2 and resumed; --stop-at-acc LOW."""
+    """Three bf16 runs of 4 epochs: unbroken; stopped by SIGTERM in epoch 2 and resumed; --stop-at-acc LOW.
+    Side by side, one thread each (the same for all: the thread count changes bf16's sums): much of a short
+    run is its start and end on one core, and two threads each on 2 cores would wait on each other."""
     root = tmp_path_factory.mktemp("tta")
     data = write_cifar(str(root / "data"), per_batch=8, n_test=32)
     common = [*RUNNER, "--data-dir", data, "--epochs", "4", "--batch-size", "8", "--log-every", "1", "--lr", "0.02",
               "--warmup-steps", "2", "--precision", "bf16", "--device", "cpu", "--wandb-mode", "offline",
               "--out-dir", str(root), "--resume", "auto", "--target-acc", str(LOW), str(NEVER)]
-    env = {**os.environ, "WANDB_DISABLE_GIT": "true"}
-    whole = subprocess.run([*common, "--name", "whole"], capture_output=True, text=True, timeout=600, env=env)
-    assert whole.returncode == 0, whole.stderr
+    env = {**os.environ, "WANDB_DISABLE_GIT": "true", "OMP_NUM_THREADS": "1"}
+    whole, stop = (subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                   for argv in ([*common, "--name", "whole"], [*common, "--name", "stop", "--stop-at-acc", str(LOW)]))
     status, _, err = sigterm_at_line([*common, "--name", "part"], "step 7/20", env=env)
     assert status == 75, err
     again = subprocess.run([*common, "--name", "part"], capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr
-    stop = subprocess.run([*common, "--name", "stop", "--stop-at-acc", str(LOW)], capture_output=True, text=True,
-                          timeout=600, env=env)
-    assert stop.returncode == 0, stop.stderr
-    return {name: root / name for name in ("whole", "part", "stop")} | {"stop_stdout": stop.stdout,
+    printed = {}
+    for name, proc in (("whole", whole), ("stop", stop)):
+        printed[name], err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    return {name: root / name for name in ("whole", "part", "stop")} | {"stop_stdout": printed["stop"],
                                                                           "common": common}
 
 
@@ -68,7 +72,7 @@ def test_a_reached_target_is_the_cumulative_training_time_of_its_epoch_in_the_hi
         evaluations = [h for h in history if "test/acc" in h]
         assert [h["epoch"] for h in evaluations] == [1, 2, 3, 4]
         first = next(h for h in evaluations if h["test/acc"] >= LOW)
-        hit = result["time_to_acc/30"]
+        hit = result["time_to_acc/20"]
         assert hit["epoch"] == first["epoch"] == 3 and hit["step"] == first["train/step"] == 15
         assert hit["time_s"] == first["cum/train_s"]  # training time only: evaluation is not in it
         assert hit["images"] == first["cum/images"] == 15 * 8 and hit["test_acc"] == first["test/acc"]
@@ -78,7 +82,7 @@ def test_a_reached_target_is_the_cumulative_training_time_of_its_epoch_in_the_hi
         assert evaluations[-1]["cum/train_s"] == pytest.approx(result["time/train_s"], rel=1e-9)
         # W&B's summary holds the same record; the unreached target has no figure there
         summary = _summary(runs[name])
-        assert summary["time_to_acc/30"]["time_s"] == pytest.approx(hit["time_s"])
+        assert summary["time_to_acc/20"]["time_s"] == pytest.approx(hit["time_s"])
         assert "time_to_acc/99" not in summary and summary["train/end"] == "finished"
 
 
@@ -92,16 +96,16 @@ def test_a_stopped_and_resumed_run_records_the_crossing_of_the_unbroken_run(runs
     whole, part = _result(runs["whole"]), _result(runs["part"])
     assert part["train/segments"] == 2
     for key in ("epoch", "step", "images", "test_acc"):
-        assert part["time_to_acc/30"][key] == whole["time_to_acc/30"][key], key
-    assert 0 < part["time_to_acc/30"]["time_s"] <= part["time/train_s"]
+        assert part["time_to_acc/20"][key] == whole["time_to_acc/20"][key], key
+    assert 0 < part["time_to_acc/20"]["time_s"] <= part["time/train_s"]
 
 
 def test_stop_at_acc_ends_the_run_at_the_target_as_its_reason(runs):
     result, history = _result(runs["stop"]), _history(runs["stop"])
     assert result["end"] == result["train/end"] == "target_reached"
     assert result["train/steps"] == 15 and max(h["epoch"] for h in history if "test/acc" in h) == 3
-    assert result["time_to_acc/30"]["time_s"] == pytest.approx(result["time/train_s"])
-    assert "reached --stop-at-acc 0.3 at epoch 3" in runs["stop_stdout"]
+    assert result["time_to_acc/20"]["time_s"] == pytest.approx(result["time/train_s"])
+    assert "reached --stop-at-acc 0.2 at epoch 3" in runs["stop_stdout"]
     assert _summary(runs["stop"])["train/end"] == "target_reached"
     again = subprocess.run([*runs["common"], "--name", "stop", "--stop-at-acc", str(LOW)], capture_output=True,
                            text=True, timeout=300)

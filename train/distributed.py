@@ -227,8 +227,8 @@ def init(info: dict, device_choice: str, timeout_s: float) -> tuple[Ranks, torch
         device = torch.device("cuda", info["local_rank"])
     else:
         device = torch.device("cpu")
-        # Each process gets its share of the cores instead of all of them each.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info["local_world_size"]))
+        # Each process gets its share of the cores it may run on, not all of them each.
+        torch.set_num_threads(max(1, _usable_cpus() // info["local_world_size"]))
     backend = "nccl" if use_cuda else "gloo"
     dist.init_process_group(backend, rank=info["rank"], world_size=info["world_size"],
                             timeout=timedelta(seconds=timeout_s),
@@ -243,6 +243,16 @@ def init(info: dict, device_choice: str, timeout_s: float) -> tuple[Ranks, torch
 
 
 _METRICS_GROUP = None
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on: a Slurm task bound to the CPUs it asked for (task/affinity, cgroups) or
+    a taskset sees those, not the node's. Threads beyond them make every step wait on threads that cannot run
+    (two 1-CPU tasks on a 2-core node, each with 2 threads: 3 steps took 17 s instead of 1-2 s)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS): the machine's count
+        return os.cpu_count() or 1
 
 
 def gather(ranks: Ranks, obj) -> list:

@@ -133,6 +133,9 @@ class Tracker:
                     problem = first
             if problem:
                 self.mode = "offline"
+                # W&B's process-wide settings still say online: its usage analytics would try the server again
+                # when the process exits (10 s more on a port that never answers).
+                wandb.setup(wandb.Settings(mode="offline"))
                 self.run = wandb.init(mode="offline", settings=settings(init_timeout), **kwargs)
         else:
             self.run = wandb.init(mode=mode, settings=settings(init_timeout), **kwargs)
