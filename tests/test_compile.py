@@ -1,5 +1,5 @@
 """--compile on CPU (Inductor's C++ backend): ResNet-18, batch 4, 2 steps, so the compile stays the bulk of the
-cost (~45 s cold on the 2-core CI machine, Inductor's cache empty; a few seconds warm)."""
+cost (~45 s cold on the 2-core CI machine, Inductor's cache empty; a few seconds warm); and a compile that fails."""
 
 import os
 import shutil
@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import run_cli
 from train import compiling
 from train.config import EXPERIMENT_FLAGS, parse_args
 from train.errors import UsageError
@@ -62,3 +63,28 @@ def test_no_cpp_compiler_is_one_line_before_anything_is_written(monkeypatch):
         compiling.check("default", torch.device("cpu"))
     assert "C++ compiler" in str(e.value) and "--compile none" in str(e.value)
     compiling.check("none", torch.device("cpu"))  # eager needs no compiler
+
+
+# A C++ compiler that answers Inductor's `--version` probe but cannot build anything (a broken toolchain).
+BROKEN_CXX = """#!/bin/sh
+case "$*" in *--version*) echo "g++ (Debian 12.2.0-14) 12.2.0"; exit 0;; esac
+echo "c++: internal compiler error: Segmentation fault signal terminated program cc1plus" >&2
+exit 1
+"""
+
+
+def test_a_compile_that_fails_is_one_line_and_leaves_the_run_folder_free_for_the_same_name(tmp_path):
+    cxx = tmp_path / "broken-c++"
+    cxx.write_text(BROKEN_CXX)
+    cxx.chmod(0o755)
+    args = _args(tmp_path / "runs", "--name", "again")
+    # Its own Inductor cache: kernels cached by another compile of this model would never reach the compiler.
+    env = {"CXX": str(cxx), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    failed = run_cli(*args, "--compile", "default", env=env)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --compile default failed before any training step"), lines
+    assert "internal compiler error: Segmentation fault" in lines[0] and "--compile none" in lines[0]
+    assert os.listdir(tmp_path / "runs" / "again") == []  # no checkpoint, no W&B files, no lock left holding it
+    eager = train(parse_args([*args, "--compile", "none"]))  # the advice, under the same name
+    assert eager["train/steps"] == 2 and eager["run_dir"] == str(tmp_path / "runs" / "again")

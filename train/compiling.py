@@ -7,6 +7,7 @@ The compiled module only runs the steps: the optimizer, the checkpoint and resum
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from train.errors import UsageError
+from train.errors import RunFailed, UsageError
 
 
 def check(mode: str, device: torch.device) -> None:
@@ -28,6 +29,49 @@ def check(mode: str, device: torch.device) -> None:
         raise UsageError(f"--compile {mode} on CPU needs a C++ compiler for Inductor's C++ backend and found none "
                          f"({'$CXX=' + candidates[0] if os.environ.get('CXX') else 'g++, c++, clang++'} not on "
                          "PATH); install one (apt-get install g++) or use --compile none")
+
+
+@contextlib.contextmanager
+def failures_in_one_line(mode: str, resumed: bool):
+    """Dynamo or Inductor failing (no working C++ compiler, a kernel the compiler cannot build) ends the run in
+    one line naming the mode and the innermost cause, not a traceback through Dynamo's frames. Nothing has been
+    trained or saved by then, and the run folder's claim is released on the way out, so the same command (or
+    --compile none) runs in that folder again; a resumed run keeps its mode (it is part of the experiment)."""
+    try:
+        yield
+    except Exception as e:
+        if not _compiler_failure(e):
+            raise
+        cause, toolchain = _innermost(e)
+        eager = "start a new run with --compile none" if resumed else "run it with --compile none"
+        what = f"fix the C++ compiler ($CXX, else g++) and run the same command again, or {eager}" if toolchain \
+            else eager
+        raise RunFailed(f"--compile {mode} failed before any training step ({cause}); nothing was saved: "
+                        f"{what}") from None
+
+
+def _compiler_failure(e: Exception) -> bool:
+    # Imported here, not at the top: torch._dynamo takes over a second to import, and only --compile needs it.
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
+    return isinstance(e, (TorchDynamoException, CppCompileError, InvalidCxxCompiler))
+
+
+def _innermost(e: BaseException) -> tuple[str, bool]:
+    """(the cause under Dynamo's and Inductor's wrappers in one line, whether it is the C++ toolchain's)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
+    while isinstance(e, TorchDynamoException) and (getattr(e, "inner_exception", None) or e.__cause__):
+        e = getattr(e, "inner_exception", None) or e.__cause__
+    if isinstance(e, CppCompileError):  # its message is the whole command line, then the compiler's output
+        lines = [line.strip() for line in str(e.output).splitlines() if line.strip()]
+        said = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "no output")
+        return f"the C++ compiler failed on Inductor's code: {said}"[:400], True
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else "no message"
+    return f"{type(e).__name__}: {first}"[:400], isinstance(e, InvalidCxxCompiler)
 
 
 class _StepMarked(torch.nn.Module):

@@ -1,7 +1,14 @@
-"""The runner's exit statuses, and the one error type it turns into a single line and exit status 2."""
+"""The runner's exit statuses, and the error types it turns into a single line: exit status 2 for bad input,
+1 for a run that failed for another reason it can name."""
 
 EXIT_DIVERGED = 3  # the training loss or weights became non-finite: a result, recorded; not to be retried
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1; run the same command to continue
+
+
+class RunFailed(Exception):
+    """The run cannot go on for a reason outside its flags and files, named with what to do (a C++ toolchain that
+    fails under --compile). run.py prints it as one line, without a traceback, and exits 1: not 2, which says the
+    input was refused before anything was written, while this happens in the claimed run folder."""
 
 
 class UsageError(Exception):

@@ -36,7 +36,7 @@ from train.claim import RunFolderLock
 from train.config import RunConfig, check_out_dir, differences, experiment, parse_args
 from train.console import Console
 from train.turns import Turns
-from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
+from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, RunFailed, UsageError
 from train.backlog import Backlog
 from train.loop import EpochSums, Training, fit, save_checkpoint
 from train.metrics import MemoryMonitor, RunAggregates, Throughput
@@ -308,8 +308,9 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         compile_s = None
         if cfg.compile != "none":
             console.say(f"compiling the model (torch.compile, mode {cfg.compile}) ...")
-            model = compiling.compile_model(model, cfg.compile)
-            compile_s = compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, memory_format)
+            with compiling.failures_in_one_line(cfg.compile, resumed=resumed is not None):
+                model = compiling.compile_model(model, cfg.compile)
+                compile_s = compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, memory_format)
             if comm:
                 comm.end_step()
                 comm.window()  # the warm-up's all-reduce is not a training step's
@@ -512,12 +513,12 @@ def _main(argv: list[str], worker: dict | None) -> int:
             return EXIT_PREEMPTED
         if result.get("end") == "diverged":
             return EXIT_DIVERGED
-    except UsageError as e:
+    except (UsageError, RunFailed) as e:
         if worker is None or worker["rank"] == 0:  # one line for the job, not one per rank
             print(f"error: {e}", file=sys.stderr)
         else:
             distributed.record_error(str(e))
-        return 2
+        return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
