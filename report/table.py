@@ -25,6 +25,10 @@ SHORT_MARK = "†"
 
 # Runs older than the `experiment` config are keyed by what they did record.
 LEGACY_KEYS = ("precision", "depth", "world_size", "batch_size", "device_name", "total_steps")
+# Settings the runner added to `experiment` after runs had been recorded without them, each with the value those
+# runs ran with: a run from before --compile and a new `compile: none` run are one experiment, one row.
+# (`stop_at_acc` needs no entry: the runner records it only when set, so its absence means the same in old runs.)
+EXPERIMENT_DEFAULTS = {"compile": "none"}
 # Shown in their own columns (Precision, Depth, GPUs), so never repeated as "differing settings".
 SHOWN = ("precision", "depth", "world_size", "device")
 # With more GPUs the runner plans fewer steps and may scale the LR: a scaling comparison must not require
@@ -199,11 +203,18 @@ def _value(v):
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
 
 
+def experiment(config: dict) -> dict | None:
+    """The run's config `experiment`, settings added since it was recorded at the value it ran with; None for
+    runs older than `experiment` itself."""
+    recorded = config.get("experiment")
+    return {**EXPERIMENT_DEFAULTS, **recorded} if isinstance(recorded, dict) else None
+
+
 def settings(config: dict) -> dict:
     """Every setting that changes the result, the seed excepted: the row key by default."""
-    experiment = config.get("experiment")
-    if isinstance(experiment, dict):
-        out = {k: _value(v) for k, v in experiment.items() if k != "seed"}
+    identity = experiment(config)
+    if identity is not None:
+        out = {k: _value(v) for k, v in identity.items() if k != "seed"}
         out["device_name"] = _system(config).get("device_name")
         out["total_steps"] = config.get("total_steps")
         return out
@@ -216,7 +227,7 @@ def lookup(config: dict, key: str):
         key = "world_size"
     if key == "world_size":
         return world_size(config)
-    for where in (config.get("experiment"), config, _system(config)):
+    for where in (experiment(config), config, _system(config)):
         if isinstance(where, dict) and key in where and not isinstance(where[key], dict):
             return _value(where[key])
     return None
@@ -224,7 +235,7 @@ def lookup(config: dict, key: str):
 
 def known_keys(config: dict) -> set:
     keys = {"gpus", "world_size"}
-    for where in (config.get("experiment"), config, _system(config)):
+    for where in (experiment(config), config, _system(config)):
         if isinstance(where, dict):
             keys |= {k for k, v in where.items() if not isinstance(v, dict)}
     return keys

@@ -404,6 +404,34 @@ def test_an_unreadable_run_is_listed_and_the_others_reported(report, runs):
     assert len(_csv(out)) == 9  # every good run still reported
 
 
+def test_a_run_from_before_compile_pools_with_todays_eager_runs(tmp_path):
+    """Runs recorded before --compile existed have no `compile` in their experiment: they ran eager, so they are
+    one experiment with today's `compile: none` runs. A compiled run, and a run stopped at a target (whose
+    `stop_at_acc` is recorded only when set), stay rows of their own."""
+    def spec(name, ips, seed, **experiment):
+        made = _spec(str(tmp_path / "runs"), name, "fp32", ips, seed=seed, device="cpu", timed_steps=100)
+        made["config"]["experiment"].update(experiment)
+        return made
+
+    specs = [spec("before-compile", 100, 0), spec("eager", 120, 1, compile="none"),
+             spec("compiled", 200, 0, compile="default"), spec("stopped", 110, 0, compile="none", stop_at_acc=0.94)]
+    assert "compile" not in specs[0]["config"]["experiment"]  # as the runner wrote it before --compile
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_make, specs)
+    result = _report(tmp_path / "runs", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    rows = _csv(tmp_path / "o")
+    eager = _row(rows, "fp32", device="cpu", compile="none", stop_at_acc=None)
+    assert eager["runs"] == "2" and float(eager["images_per_s"]) == 110  # median of 100 and 120: one row
+    assert _row(rows, "fp32", device="cpu", compile="default")["runs"] == "1"
+    assert _row(rows, "fp32", device="cpu", stop_at_acc=0.94)["runs"] == "1"
+    assert len(rows) == 3
+    grouped = _report(tmp_path / "runs", tmp_path / "g", "--group-by", "precision", "compile")
+    assert grouped.returncode == 0, grouped.stderr
+    eager = _row(_csv(tmp_path / "g"), "fp32", device="cpu", compile="none")
+    assert eager["runs"] == "3"  # the run from before --compile counted as eager, with the stopped one
+
+
 def test_out_naming_a_file_is_one_line_and_exit_2(runs, tmp_path):
     target = tmp_path / "results.md"
     target.write_text("mine")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,20 @@ def test_resume_refuses_a_different_experiment_naming_the_difference(stopped_run
     with pytest.raises(UsageError) as e:
         train(parse_args([*_quick(out, "--resume", run_dir), *change]))
     assert named in str(e.value) and "different experiment" in str(e.value)
+
+
+def test_a_checkpoint_from_before_compile_resumes_as_the_eager_run_it_was(stopped_run, tmp_path):
+    _, run_dir = stopped_run
+    old = tmp_path / "before-compile"
+    shutil.copytree(run_dir, old)
+    (old / "result.json").unlink(missing_ok=True)  # another test of this module may have finished the run
+    ckpt = torch.load(old / "checkpoint.pt", weights_only=True)
+    del ckpt["experiment"]["compile"]  # as checkpoints were written before --compile existed
+    torch.save(ckpt, old / "checkpoint.pt")
+    with pytest.raises(UsageError) as e:
+        train(parse_args([*_quick(tmp_path, "--resume", str(old), "--max-steps", "4"), "--compile", "default"]))
+    assert "compile 'none' -> 'default'" in str(e.value)
+    assert train(parse_args(_quick(tmp_path, "--resume", str(old), "--max-steps", "4")))["train/steps"] == 4
 
 
 def test_resume_accepts_changes_that_do_not_change_the_result(stopped_run, tmp_path):

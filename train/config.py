@@ -79,6 +79,12 @@ EXPERIMENT_FLAGS = ("depth", "precision", "dataset", "batch_size", "optimizer", 
                     "compile")
 
 
+# Settings that joined EXPERIMENT_FLAGS after runs had been checkpointed without them, each with the value those
+# runs ran with: a checkpoint from before --compile is of an eager run, and resumes as `--compile none`.
+# (report/table.py keeps the same list for the report, which does not import train/.)
+EXPERIMENT_DEFAULTS = {"compile": "none"}
+
+
 def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: str) -> dict:
     """The run's experiment identity: EXPERIMENT_FLAGS plus what the flags alone do not fix."""
     out = {key: getattr(cfg, key) for key in EXPERIMENT_FLAGS}
@@ -89,6 +95,11 @@ def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: st
     if cfg.stop_at_acc is not None:  # a run cut short at a target is not the full run: its own experiment
         out["stop_at_acc"] = cfg.stop_at_acc
     return out
+
+
+def saved_experiment(saved: dict) -> dict:
+    """A checkpoint's experiment identity as a run would record it today (settings added since at their default)."""
+    return {**EXPERIMENT_DEFAULTS, **saved}
 
 
 def effective_lr(cfg: RunConfig, world_size: int) -> float:

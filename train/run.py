@@ -33,7 +33,7 @@ import torch
 
 from train import checkpoint, compiling, data, distributed, precision, telemetry
 from train.claim import RunFolderLock
-from train.config import RunConfig, check_out_dir, differences, experiment, parse_args
+from train.config import RunConfig, check_out_dir, differences, experiment, parse_args, saved_experiment
 from train.console import Console
 from train.turns import Turns
 from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, RunFailed, UsageError
@@ -411,7 +411,7 @@ def claim_run(cfg: RunConfig, identity: dict, ckpt_bytes: int) -> tuple[RunFolde
             if _ended_run(run_dir):  # a process that held the folder until now finished it
                 raise UsageError(f"{run_dir} has just ended ({_how_it_ended(run_dir)}); nothing to do")
             resumed = checkpoint.load(cfg.resume)
-            changed = differences(resumed["experiment"], identity)
+            changed = differences(saved_experiment(resumed["experiment"]), identity)
             if changed:
                 raise UsageError(f"--resume {cfg.resume}: this command is a different experiment from the "
                                  f"checkpoint's ({'; '.join(changed)}); only output, logging and --max-steps may "
