@@ -14,7 +14,16 @@ from collections import Counter
 from report import plots
 from report.collect import SourceError, collect
 from report.provenance import provenance
-from report.table import build, default_where, distinguishing, known_keys, label, observations, original_table, placement
+from report.table import (
+    build,
+    default_where,
+    distinguishing,
+    known_keys,
+    label,
+    observations,
+    original_table,
+    placement,
+)
 from report.write import write_csv, write_html, write_markdown
 
 

@@ -12,8 +12,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from report.table import (FOLLOW_WORLD_SIZE, PRECISION_ORDER, SHORT_MARK, Row, distinguishing, fmt, label,  # noqa: E402
-                          placement, study)
+from report.table import (  # noqa: E402
+    FOLLOW_WORLD_SIZE,
+    PRECISION_ORDER,
+    SHORT_MARK,
+    Row,
+    distinguishing,
+    fmt,
+    label,
+    placement,
+    study,
+)
 
 COLOURS = dict(zip(PRECISION_ORDER, ["#4c72b0", "#8172b3", "#dd8452", "#c44e52", "#55a868", "#937860"]))
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def write_cifar(data_dir: str, per_batch: int = 16, n_test: int = 32, seed: int = 0) -> str:

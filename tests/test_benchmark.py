@@ -6,8 +6,9 @@ import sys
 import time
 
 from conftest import ROOT
-from train.benchmark import bare_table, mark_disturbed, paired, point_of, spread, table
-from train.turns import ENV as TURNS_ENV
+
+from train.benchmark.cli import bare_table, mark_disturbed, paired, point_of, spread, table
+from train.benchmark.turns import ENV as TURNS_ENV
 
 
 def _bench(tmp_path, *args):

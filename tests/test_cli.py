@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, run_cli
-from train.config import build_parser, parse_args
+
+from train.runner.options import build_parser, parse_args
 
 OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", "--lr", "--optimizer", "--num-workers",
            "--dataset", "--data-dir", "--download", "--loader", "--device", "--out-dir", "--project", "--entity",
@@ -97,7 +97,7 @@ def test_a_run_prints_plain_progress_lines_when_output_is_not_a_terminal(cifar_d
     assert "epoch 1/1 done" in result.stdout and "test/acc" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["train/run.py"], ["-m", "train.benchmark"], ["-m", "train.bare"]])
+@pytest.mark.parametrize("command", [["train/run.py"], ["-m", "train.benchmark"], ["-m", "train.benchmark.bare"]])
 def test_help_answers_without_importing_torch_and_prints_each_default_once(command):
     out = subprocess.run([sys.executable, "-X", "importtime", *command, "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
@@ -136,7 +136,7 @@ class _Stream:
 
 
 def test_the_bar_advances_every_step_with_rate_and_eta_and_shows_loss_from_log_windows(monkeypatch):
-    from train import console as console_module
+    from train.runner import console as console_module
 
     clock = iter(range(100))
     monkeypatch.setattr(console_module.time, "perf_counter", lambda: float(next(clock)))
@@ -153,7 +153,7 @@ def test_the_bar_advances_every_step_with_rate_and_eta_and_shows_loss_from_log_w
 
 
 def test_without_a_terminal_a_line_comes_after_the_first_step_then_every_interval_and_at_windows(monkeypatch):
-    from train import console as console_module
+    from train.runner import console as console_module
 
     now = [0.0]
     monkeypatch.setattr(console_module.time, "perf_counter", lambda: now[0])

@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import run_cli
-from train import compiling
-from train.config import EXPERIMENT_FLAGS, parse_args
-from train.errors import UsageError
-from train.run import train
+
+from train.contract.errors import UsageError
+from train.numerics import compiling
+from train.runner.options import EXPERIMENT_FLAGS, parse_args
+from train.runner.session import train
 
 
 def _args(out_dir, *extra):

@@ -3,10 +3,10 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import write_cifar
-from train import data
-from train.errors import UsageError
+
+from train.contract.errors import UsageError
+from train.numerics import data
 
 
 def test_reads_the_official_layout(cifar_dir):

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT
 from metric_contract import COMM_STEP_KEYS
 from test_training import _inspect

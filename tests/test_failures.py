@@ -10,10 +10,10 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, run_cli
-from train import checkpoint
-from train.errors import UsageError
+
+from train.contract.errors import UsageError
+from train.runner import checkpoint
 
 RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
 QUICK = ["--dataset", "synthetic", "--batch-size", "4", "--warmup-steps", "0", "--device", "cpu"]

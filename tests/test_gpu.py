@@ -8,11 +8,12 @@ import time
 import pytest
 import torch
 
-from train import precision
-from train.config import PRECISIONS, parse_args
-from train.errors import UsageError
-from train.metrics import MemoryMonitor, StepTimer
-from train.run import train
+from train.contract.errors import UsageError
+from train.measure.memory import MemoryMonitor
+from train.measure.timing import StepTimer
+from train.numerics import precision
+from train.runner.options import PRECISIONS, parse_args
+from train.runner.session import train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch sees none")]

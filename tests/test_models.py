@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from train.models import FORWARD_FLOPS, count_params, forward_flops_per_image, resnet
+from train.numerics.models import FORWARD_FLOPS, count_params, forward_flops_per_image, resnet
 
 # Published counts of the CIFAR layout (kuangliu/pytorch-cifar): params exact, forward MACs exact.
 EXPECTED = {18: (11_173_962, 555_422_720), 34: (21_282_122, 1_159_402_496), 50: (23_520_842, 1_297_829_888)}

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 H100 = "NVIDIA H100 80GB HBM3"

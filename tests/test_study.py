@@ -9,13 +9,13 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, run_cli, sigterm_at_line, write_cifar
 from test_training import _inspect
-from train.config import differences, experiment, parse_args
-from train.errors import UsageError
-from train.metrics import LostUpdates
-from train.run import train
+
+from train.contract.errors import UsageError
+from train.measure.lost_updates import LostUpdates
+from train.runner.options import differences, experiment, parse_args
+from train.runner.session import train
 
 RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
 
@@ -95,7 +95,7 @@ def _quick(out_dir, *extra):
 
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
-    from train.run import StopRequest
+    from train.launch.signals import StopRequest
 
     out = tmp_path_factory.mktemp("identity")
     stop = StopRequest()
@@ -147,7 +147,7 @@ def test_resume_accepts_changes_that_do_not_change_the_result(stopped_run, tmp_p
 
 
 def test_resume_with_another_world_size_is_refused_in_one_line(tmp_path):
-    from train.run import StopRequest
+    from train.launch.signals import StopRequest
 
     stop = StopRequest()
     stop.signal = signal.SIGTERM
@@ -213,8 +213,8 @@ def test_every_run_logs_its_lost_updates_and_pure_bf16_loses_most(tmp_path, prec
 @pytest.mark.parametrize("device", _devices())
 @pytest.mark.parametrize("name", ["fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16"])
 def test_one_optimizer_step_changes_every_trainable_tensor_in_every_precision_the_device_runs(device, name):
-    from train import precision
-    from train.models import resnet
+    from train.numerics import precision
+    from train.numerics.models import resnet
 
     policy = precision.get(name)
     try:
@@ -261,7 +261,7 @@ def test_the_grid_has_a_seed_axis_and_repeats_over_seeds():
 
 
 def test_the_last_window_finds_a_weight_that_is_not_finite_though_every_loss_was():
-    from train.loop import _first_non_finite
+    from train.runner.loop import _first_non_finite
 
     losses = [torch.tensor(2.3), torch.tensor(2.2)]
     weights = [torch.ones(4, 3, dtype=torch.bfloat16), torch.ones(7)]

@@ -9,9 +9,8 @@ import sys
 import time
 
 import pytest
-import yaml
-
 import slurm_cluster
+import yaml
 from conftest import ROOT, sigterm_at_line
 from test_training import _inspect
 
@@ -26,8 +25,9 @@ def _sweep(*args, env=None, timeout=600):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=os.path.basename)
 def test_sweep_yaml_follows_wandbs_rules_and_grid_order(path):
-    from sweeps import schema_violations_from_proposed_config
     from sweeps.grid_search import grid_search_next_runs
+
+    from sweeps import schema_violations_from_proposed_config
 
     config = yaml.safe_load(open(path))
     assert schema_violations_from_proposed_config(config) == []

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
 from nvml_double import ALL_LINKS, FakeGpu, FakeNvml
-from train import telemetry
-from train.telemetry import NvmlSampler
+
+from train.measure import nvml as telemetry
+from train.measure.nvml import NvmlSampler
+from train.telemetry import probe
 
 
 def _sampler(gpu=None, **kwargs):
@@ -168,7 +169,7 @@ def test_probe_with_the_double_lists_metrics_with_the_runners_names(capsys):
     import io
 
     out = io.StringIO()
-    assert telemetry.probe(0.05, as_json=True, nvml=FakeNvml([FakeGpu(), FakeGpu(links=0)]), out=out) == 0
+    assert probe.probe(0.05, as_json=True, nvml=FakeNvml([FakeGpu(), FakeGpu(links=0)]), out=out) == 0
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["index"] for r in rows] == [0, 1]
     assert "nvlink_tx" in rows[0]["supported"] and rows[1]["nvlink_active_links"] == 0
@@ -187,8 +188,9 @@ def test_probe_command_without_a_driver_says_so_in_one_line_and_exits_0():
 def test_the_runner_logs_nvml_keys_per_window_and_energy_per_image(tmp_path, monkeypatch):
     """CPU training with the sampler's NVML replaced by the double: the loop's use of it, end to end in W&B."""
     from test_training import _inspect
-    from train import run
-    from train.config import parse_args
+
+    from train.runner import session
+    from train.runner.options import parse_args
 
     gpu = FakeGpu()
     gpu.ticking = True
@@ -197,8 +199,8 @@ def test_the_runner_logs_nvml_keys_per_window_and_energy_per_image(tmp_path, mon
         sampler = NvmlSampler(FakeNvml([gpu]), 0, hz=hz, say=say)
         return sampler.start(), {"available": True, "hz": hz, "metrics": sampler.supported}
 
-    monkeypatch.setattr(run.telemetry, "open_for_run", fake_open)
-    summary = run.train(parse_args(["--dataset", "synthetic", "--max-steps", "6", "--batch-size", "4", "--log-every",
+    monkeypatch.setattr(session.nvml, "open_for_run", fake_open)
+    summary = session.train(parse_args(["--dataset", "synthetic", "--max-steps", "6", "--batch-size", "4", "--log-every",
                                     "3", "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "nv",
                                     "--nvml-hz", "50", "--device", "cpu"]))
     records = [json.loads(line) for line in _inspect(tmp_path / "nv").splitlines() if line.strip()]

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, run_cli, sigterm_at_line, write_cifar
 from test_training import _inspect
 
@@ -113,7 +112,7 @@ def test_stop_at_acc_ends_the_run_at_the_target_as_its_reason(runs):
 
 
 def test_a_target_reached_but_not_yet_saved_as_ended_trains_no_further_on_resume(tmp_path):
-    from train.state import Progress
+    from train.runner.state import Progress
 
     p = Progress()
     p.load_state_dict({"step": 15, "end": "target_reached", "curve": [[3, 15, 1.0, 120, None, 0.4]]})
@@ -121,7 +120,7 @@ def test_a_target_reached_but_not_yet_saved_as_ended_trains_no_further_on_resume
     old = Progress()
     old.load_state_dict({"step": 15})  # a checkpoint from before the curve was kept
     assert old.curve is None
-    from train.loop import time_to_accuracy
+    from train.runner.loop import time_to_accuracy
     assert time_to_accuracy(None, [0.3]) == {}  # unknown, not "not reached"
 
 
@@ -143,8 +142,8 @@ def test_memory_parts_are_the_tensors_bytes(runs):
 
 @pytest.mark.parametrize("precision, weight_bytes", [("fp32", 4), ("bf16", 2)])
 def test_parameter_bytes_are_params_times_dtype_size(tmp_path, precision, weight_bytes):
-    from train.config import parse_args
-    from train.run import train
+    from train.runner.options import parse_args
+    from train.runner.session import train
 
     result = train(parse_args(["--dataset", "synthetic", "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
                                "--wandb-mode", "disabled", "--precision", precision, "--out-dir", str(tmp_path)]))
@@ -157,8 +156,8 @@ def test_parameter_bytes_are_params_times_dtype_size(tmp_path, precision, weight
 def test_on_a_gpu_activations_are_the_allocator_peak_less_the_tensors(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from train.config import parse_args
-    from train.run import train
+    from train.runner.options import parse_args
+    from train.runner.session import train
 
     result = train(parse_args(["--dataset", "synthetic", "--max-steps", "20", "--batch-size", "128", "--device",
                                "cuda", "--wandb-mode", "disabled", "--precision", "amp_bf16", "--out-dir",
@@ -183,11 +182,11 @@ def test_an_accuracy_outside_0_to_1_is_refused(value):
 
 
 def test_the_stop_target_is_a_target_and_defaults_are_cifar10s():
-    from train.config import parse_args
+    from train.runner.options import parse_args
 
     assert parse_args([]).target_acc == [0.8, 0.9, 0.93, 0.94]
     assert parse_args(["--stop-at-acc", "0.95"]).target_acc == [0.8, 0.9, 0.93, 0.94, 0.95]
     assert parse_args(["--target-acc", "0.5"]).target_acc == [0.5]
-    from train.loop import target_key
+    from train.runner.loop import target_key
     assert (target_key(0.93), target_key(0.935), target_key(0.8)) == ("time_to_acc/93", "time_to_acc/93_5",
                                                                        "time_to_acc/80")

@@ -7,14 +7,22 @@ import subprocess
 
 import pytest
 import torch
-
 from conftest import run_cli
-from metric_contract import (CONFIG_KEYS, CONFIG_NESTED, CPU_STEP_KEYS, CPU_SUMMARY_KEYS, EPOCH_KEYS, SCALED_STEP_KEYS,
-                             STEP_KEYS, SUMMARY_KEYS)
-from train import checkpoint
-from train.config import parse_args
-from train.errors import UsageError
-from train.run import train
+from metric_contract import (
+    CONFIG_KEYS,
+    CONFIG_NESTED,
+    CPU_STEP_KEYS,
+    CPU_SUMMARY_KEYS,
+    EPOCH_KEYS,
+    SCALED_STEP_KEYS,
+    STEP_KEYS,
+    SUMMARY_KEYS,
+)
+
+from train.contract.errors import UsageError
+from train.runner import checkpoint
+from train.runner.options import parse_args
+from train.runner.session import train
 
 CPU_TRAINS = {"fp32", "amp_bf16", "bf16"}
 CPU_REFUSES = {"tf32": "TF32", "amp_fp16": "float16", "fp16": "float16"}
@@ -111,8 +119,8 @@ def test_offline_run_reads_back_with_wandbs_own_reader(cifar_dir, tmp_path):
 
 
 def test_skipped_steps_are_counted_when_gradients_overflow():
-    from train.loop import SkippedSteps
-    from train.precision import make_optimizer
+    from train.numerics.precision import make_optimizer
+    from train.runner.loop import SkippedSteps
 
     model = torch.nn.Linear(4, 2)
     opt = make_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=0.0)
@@ -135,7 +143,7 @@ def test_loss_scaled_runs_log_scale_and_skipped_steps(tmp_path, monkeypatch):
     # amp_fp16 and fp16 run on GPUs only; a CPU-runnable policy with the scaler on takes the same code path.
     from dataclasses import replace
 
-    from train import precision
+    from train.numerics import precision
 
     monkeypatch.setitem(precision.POLICIES, "fp32", replace(precision.POLICIES["fp32"], loss_scaling=True))
     summary = train(parse_args(["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--log-every", "2",

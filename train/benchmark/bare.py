@@ -7,7 +7,7 @@ events on GPUs, read once at the end, or once per turn under the benchmark) and 
 statistic (median after warm-up), so the ratio runner / bare is the runner's cost per step; the benchmark also
 compares each round's wall time, which for the runner includes its log window.
 
-    python -m train.bare --precision bf16 --steps 20 --out bare.json
+    python -m train.benchmark.bare --precision bf16 --steps 20 --out bare.json
 """
 
 from __future__ import annotations
@@ -15,21 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from train.config import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, positive_int
-from train.turns import Turns
+from train.benchmark.turns import Turns
+from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, positive_int
 
 _PROCESS_STARTED = time.perf_counter()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m train.bare", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m train.benchmark.bare", description=__doc__.split("\n\n")[0])
     p.add_argument("--depth", type=int, choices=DEPTHS, default=18)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -49,9 +45,9 @@ def run(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from train import compiling, data, precision
-    from train.metrics import StepTimer, Throughput
-    from train.models import resnet
+    from train.measure.timing import StepTimer, Throughput
+    from train.numerics import compiling, data, precision
+    from train.numerics.models import resnet
 
     cuda = args.device != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from train.errors import UsageError
+from train.contract.errors import UsageError
 
 
 @dataclass(frozen=True)

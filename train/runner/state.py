@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from train.errors import UsageError
+from train.contract.errors import UsageError
 
 # Parts a run may lack in one segment and have in another (NVML can fail to start on one node of a cluster):
 # missing in a checkpoint, they start empty instead of refusing the resume.

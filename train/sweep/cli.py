@@ -21,16 +21,14 @@ import shlex
 import subprocess
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import yaml
 
-from train.checkpoint import RESULT_FILE
-from train.config import OneLineParser, build_parser as runner_parser, positive_int
-from train.errors import EXIT_DIVERGED, UsageError
+from train.contract.errors import EXIT_DIVERGED, UsageError
+from train.runner.checkpoint import RESULT_FILE
+from train.runner.options import OneLineParser, positive_int
+from train.runner.options import build_parser as runner_parser
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARRAY_SCRIPT = os.path.join(ROOT, "sweeps", "slurm", "offline_array.sbatch")
 
 

@@ -1,4 +1,4 @@
-"""python -m report.benchmark [--runs 500]: time the report on N real W&B offline runs.
+"""python -m report.read_speed [--runs 500]: time the report on N real W&B offline runs.
 
 The runs are made once with W&B itself (config, 40 logged windows and a summary shaped as the runner's, over a
 precision x depth x GPU-count grid with repeats, some failed) and kept in --dir for later timings.
@@ -50,7 +50,7 @@ def _make(args):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m report.benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m report.read_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "report-benchmark-runs"),
                    help="where the generated runs are kept (made once)")

@@ -1,5 +1,5 @@
-"""Several processes: the elastic launch behind torchrun, rank discovery, the process group, the timed DDP
-communication hook, and the cross-rank gathers done at log time (never per step)."""
+"""Several processes on one node or many: the elastic launch behind torchrun, the worker's view of its
+launcher's environment, and the stop signals and errors passed between launcher and workers."""
 
 from __future__ import annotations
 
@@ -11,33 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
 
-import torch
-import torch.distributed as dist
-
-from train.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
-from train.metrics import Clock
-
-
-@dataclass
-class Ranks:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    local_world_size: int = 1
-    nodes: int = 1
-    backend: str | None = None  # None: a plain single-process run, no process group
-    launcher: str = "none"
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.backend is not None
+from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
 
 
 def worker_env() -> dict | None:
@@ -104,7 +79,7 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
         run_id=rdzv_id or (os.environ.get("SLURM_JOB_ID") if nodes > 1 else None) or uuid.uuid4().hex[:12],
         rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5, **agent_signals,
     )
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")
     stop = _StopForwarder()
     previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
@@ -212,168 +187,3 @@ def _ending(exitcode: int) -> str:
         except ValueError:
             return f"was killed by signal {-exitcode}"
     return f"exited with status {exitcode}"
-
-
-def init(info: dict, device_choice: str, timeout_s: float) -> tuple[Ranks, torch.device]:
-    """Join the process group: NCCL between GPUs, gloo on CPU; each worker on the GPU of its local rank."""
-    use_cuda = device_choice != "cpu" and torch.cuda.is_available()
-    if device_choice == "cuda" and not use_cuda:
-        raise UsageError("--device cuda: no CUDA device is visible to this worker")
-    if use_cuda:
-        if info["local_rank"] >= torch.cuda.device_count():
-            raise UsageError(f"local rank {info['local_rank']} has no GPU: this node shows "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-        torch.cuda.set_device(info["local_rank"])
-        device = torch.device("cuda", info["local_rank"])
-    else:
-        device = torch.device("cpu")
-        # Each process gets its share of the cores it may run on, not all of them each.
-        torch.set_num_threads(max(1, _usable_cpus() // info["local_world_size"]))
-    backend = "nccl" if use_cuda else "gloo"
-    dist.init_process_group(backend, rank=info["rank"], world_size=info["world_size"],
-                            timeout=timedelta(seconds=timeout_s),
-                            **({"device_id": device} if use_cuda else {}))
-    ranks = Ranks(rank=info["rank"], local_rank=info["local_rank"], world_size=info["world_size"],
-                  local_world_size=info["local_world_size"], nodes=info["nodes"], backend=backend,
-                  launcher=info["launcher"])
-    global _METRICS_GROUP
-    # Log-time gathers of Python objects go over gloo, keeping NCCL for gradients.
-    _METRICS_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
-    return ranks, device
-
-
-_METRICS_GROUP = None
-
-
-def _usable_cpus() -> int:
-    """The CPUs this process may run on: a Slurm task bound to the CPUs it asked for (task/affinity, cgroups) or
-    a taskset sees those, not the node's. Threads beyond them make every step wait on threads that cannot run
-    (two 1-CPU tasks on a 2-core node, each with 2 threads: 3 steps took 17 s instead of 1-2 s)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity masks (macOS): the machine's count
-        return os.cpu_count() or 1
-
-
-def gather(ranks: Ranks, obj) -> list:
-    """Every rank's `obj`, in rank order (one collective; call on every rank at the same point)."""
-    if not ranks.enabled:
-        return [obj]
-    out = [None] * ranks.world_size
-    dist.all_gather_object(out, obj, group=_METRICS_GROUP)
-    return out
-
-
-def sum_across(ranks: Ranks, *tensors: torch.Tensor) -> None:
-    """In-place sums over ranks of device tensors (epoch accuracy, evaluation sums)."""
-    if ranks.enabled:
-        for t in tensors:
-            dist.all_reduce(t)
-
-
-def broadcast(ranks: Ranks, value):
-    if not ranks.enabled:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0, group=_METRICS_GROUP)
-    return box[0]
-
-
-def leave_together(ranks: Ranks) -> None:
-    """After a stop signal, on every rank once its part is done: wait until every rank (rank 0 last, having
-    written the checkpoint and finished the W&B run) is here, so that all exit 75 together.
-
-    A rank that exits first makes the elastic agent SIGTERM the others and SIGKILL them 30 s later (a fixed
-    grace in torch's PContext, not LaunchConfig.shutdown_timeout), rank 0 in the middle of saving included.
-    A barrier over gloo (the metrics group under NCCL), bounded by --dist-timeout; if rank 0 dies meanwhile it
-    fails at once and the rank ends as a collective failure, not as a checkpointed one."""
-    if ranks.enabled and ranks.world_size > 1 and dist.is_initialized():
-        dist.barrier(group=_METRICS_GROUP)
-
-
-def shutdown(ranks: Ranks) -> None:
-    if ranks.enabled and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def versions() -> dict:
-    out = {}
-    if torch.cuda.is_available() and hasattr(torch.cuda, "nccl"):
-        try:
-            out["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
-        except Exception:  # noqa: BLE001 - a torch built without NCCL
-            pass
-    return out
-
-
-class CommMeter:
-    """A DDP communication hook that runs one of PyTorch's hooks and times it: bytes, and the time some
-    all-reduce of the step was in flight (the union of the buckets' intervals, since buckets queue behind
-    each other on the communication stream). Read once per log window, like the step timer."""
-
-    def __init__(self, device: torch.device, world_size: int, compress: str):
-        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-
-        self.clock = Clock(device)
-        self.world_size = world_size
-        self.compress = compress
-        self.inner = {"none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
-                      "bf16": default_hooks.bf16_compress_hook}[compress]
-        self._step: list[list] = []
-        self._steps: list[list[list]] = []
-
-    def hook(self, state, bucket):
-        buffer = bucket.buffer()
-        nbytes = buffer.numel() * (2 if self.compress != "none" else buffer.element_size())
-        record = [self.clock.mark(), None, nbytes]
-        self._step.append(record)
-
-        def done(fut):
-            record[1] = self.clock.mark()  # on CUDA, the current stream here waits for the collective
-            return fut.value()
-
-        return self.inner(state, bucket).then(done)
-
-    def end_step(self) -> None:
-        if self._step:
-            self._steps.append(self._step)
-            self._step = []
-
-    def window(self) -> dict:
-        steps, self._steps = self._steps, []
-        steps = [s for s in steps if all(r[1] is not None for r in s)]
-        if not steps:
-            return {}
-        total_bytes, total_time = 0, 0.0
-        for records in steps:
-            self.clock.wait(records[-1][1])
-            ref = records[0][0]
-            total_time += _union([(self.clock.seconds(ref, s), self.clock.seconds(ref, e)) for s, e, _ in records])
-            total_bytes += sum(r[2] for r in records)
-            self.clock.recycle([mark for s, e, _ in records for mark in (s, e)])
-        algbw = total_bytes / total_time if total_time > 0 else 0.0
-        return {"comm/allreduce_bytes": total_bytes, "comm/allreduce_time_s": total_time,
-                "comm/algbw_bytes_per_s": algbw,
-                "comm/busbw_bytes_per_s": algbw * 2 * (self.world_size - 1) / self.world_size}
-
-
-def _union(spans: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(spans):
-        if stop <= end:
-            continue
-        total += stop - max(start, end)
-        end = stop
-    return total
-
-
-def wrap_model(model: torch.nn.Module, ranks: Ranks, device: torch.device, compress: str):
-    """DDP with the timed hook; (model, meter). A plain run keeps the model as it is."""
-    if not ranks.enabled:
-        return model, None
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
-    meter = CommMeter(device, ranks.world_size, compress)
-    ddp.register_comm_hook(None, meter.hook)
-    return ddp, meter

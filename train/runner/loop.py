@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from train import checkpoint, distributed
-from train.backlog import Backlog
-from train.distributed import Ranks
-from train.metrics import LostUpdates, MemoryMonitor, RunAggregates, StepTimer, Throughput
-from train.precision import Precision
-from train.state import Progress, TrainingState
-from train.tracking import STEP_PREFIXES
+from train.launch import distributed
+from train.launch.distributed import Ranks
+from train.measure.aggregates import RunAggregates
+from train.measure.lost_updates import LostUpdates
+from train.measure.memory import MemoryMonitor
+from train.measure.timing import StepTimer, Throughput
+from train.numerics.precision import Precision
+from train.runner import checkpoint
+from train.runner.backlog import Backlog
+from train.runner.state import Progress, TrainingState
+from train.runner.tracking import STEP_PREFIXES
 
 # The step axis and the epoch counter are W&B's to keep; every other step metric's whole-run aggregates are ours.
 NOT_AGGREGATED = ("train/step", "epoch")
@@ -51,10 +55,10 @@ class Training:
     memory: MemoryMonitor
     aggregates: RunAggregates
     state: TrainingState  # every part above that a restart must keep, saved and restored as one
-    sampler: object | None = None  # telemetry.NvmlSampler on GPUs with NVML
+    sampler: object | None = None  # nvml.NvmlSampler on GPUs with NVML
     ranks: Ranks = field(default_factory=Ranks)
-    comm: object | None = None  # distributed.CommMeter under DDP
-    stop: object | None = None  # run.StopRequest: a signal asked the run to checkpoint and exit
+    comm: object | None = None  # comm.CommMeter under DDP
+    stop: object | None = None  # signals.StopRequest: a signal asked the run to checkpoint and exit
     backlog: Backlog = field(default_factory=Backlog)  # what W&B's files may lack until they are closed
     targets: list = field(default_factory=list)  # --target-acc: accuracies whose time to reach is recorded
     stop_at_acc: float | None = None  # --stop-at-acc: end the run at the first epoch reaching it

@@ -7,12 +7,12 @@ ratios with their spread.
 
 Each point is one real run of the runner (W&B run, checkpoint) on synthetic data, in a process of its own: its
 memory peak (allocator peak on GPUs, peak RSS on CPUs) is its own, not one shared by every point. The points'
-processes set up together (about one per core at a time), then train in turns (train/turns.py): each round
+processes set up together (about one per core at a time), then train in turns (train/benchmark/turns.py): each round
 gives every point --steps steps, one point at a time while the others wait, in an order rotated from round to
 round, so a machine that gets busier or quieter for a while moves every point alike rather than one
 precision. A ratio is the median of its per-round ratios, shown with the range over rounds; a range wider
 than --max-spread is flagged as too wide to conclude. --bare adds a minimal training loop of the same model,
-batch, precision and data (train/bare.py) as one more point and prints the runner's speed as a share of it.
+batch, precision and data (train/benchmark/bare.py) as one more point and prints the runner's speed as a share of it.
 Points the device cannot run are listed with the runner's one-line reason.
 """
 
@@ -28,15 +28,12 @@ import sys
 import time
 import uuid
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from train.benchmark.turns import ENV as TURNS_ENV
+from train.contract.errors import UsageError
+from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, positive_int
 
-from train.config import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, positive_int
-from train.errors import UsageError
-from train.turns import ENV as TURNS_ENV
-
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
-BARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bare.py")
+RUNNER = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")]  # as users start it
+BARE = ["-m", "train.benchmark.bare"]
 TURN_KEYS = ("train/images_per_s", "wall_s", "step_times")  # a round's own figures; the rest of a row is the point's run
 RESULT_FILE = "result.json"  # train.checkpoint.RESULT_FILE, without importing torch before the flags are parsed
 BARE_GOAL = {"cpu": 0.97, "cuda": 0.99}  # the runner's speed as a share of the bare loop's, at least
@@ -51,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="+", choices=COMPILE_MODES, default=["none"],
                    help="--compile modes to run side by side (e.g. none default); the gain is printed per point")
     p.add_argument("--bare", action="store_true",
-                   help="also run a minimal training loop of each point (train/bare.py), interleaved, and print "
+                   help="also run a minimal training loop of each point (train/benchmark/bare.py), interleaved, and print "
                    "the runner's speed as a share of it")
     p.add_argument("--rounds", type=positive_int, help="times every point runs, interleaved (default: 3)")
     p.add_argument("--max-spread", type=float, default=0.10,
@@ -135,7 +132,7 @@ def paired(rows: list[dict], key, base_key, value: str, max_spread: float) -> di
 
 class PointProcess:
     """One point's process, the runner or the bare loop, trained in the turns this benchmark gives it
-    (train/turns.py). Its output goes to a log file next to its run: several processes set up at once."""
+    (train/benchmark/turns.py). Its output goes to a log file next to its run: several processes set up at once."""
 
     def __init__(self, point: dict, script: str, argv: list[str], log_path: str, steps_per_turn: int,
                  result_path: str):
@@ -144,7 +141,7 @@ class PointProcess:
         from_child, to_benchmark = os.pipe()
         env = {**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},{steps_per_turn}"}
         with open(log_path, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, script, *argv], stdout=log, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen([sys.executable, *script, *argv], stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, pass_fds=(from_benchmark, to_benchmark))
         os.close(from_benchmark)
         os.close(to_benchmark)
@@ -256,7 +253,7 @@ def refusal(device_choice: str, prec: str, compile_mode: str) -> str | None:
     that would only start to refuse; the probe step, which can refuse too, runs in the point's process."""
     import torch
 
-    from train import compiling, precision
+    from train.numerics import compiling, precision
 
     cuda = device_choice != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")

@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from train.errors import UsageError
+from train.contract.errors import UsageError
 
 PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16")
 DEPTHS = (18, 34, 50)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from train.errors import UsageError
+from train.contract.errors import UsageError
 
 LAYOUTS = {
     18: ("BasicBlock", [2, 2, 2, 2]),

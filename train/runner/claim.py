@@ -9,6 +9,7 @@ host (whose processes cannot be checked from here), a lock not refreshed for STA
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -16,7 +17,13 @@ import socket
 import threading
 import time
 
-from train.errors import UsageError
+import torch
+
+from train.contract.errors import UsageError
+from train.launch import distributed
+from train.runner import checkpoint
+from train.runner.options import RunConfig, differences, saved_experiment
+from train.runner.resume import _ended_run, _how_it_ended, refuse_if_it_holds_a_run, run_identity
 
 LOCK = ".lock"
 REFRESH_S = 30.0
@@ -105,3 +112,73 @@ class RunFolderLock:
             return time.time() - os.path.getmtime(self.path) > STALE_S
         except OSError:
             return False
+
+
+
+
+
+@contextlib.contextmanager
+def claimed(cfg: RunConfig, ranks: distributed.Ranks, identity: dict, ckpt_bytes: int):
+    """(checkpoint or None, run id, name, folder), the folder held by rank 0 until the run ends."""
+    lock, resumed, named = None, None, None
+    if ranks.is_main:
+        try:
+            lock, resumed, named = claim_run(cfg, identity, ckpt_bytes)
+        except UsageError as e:
+            named = str(e)
+    named = distributed.broadcast(ranks, named)
+    if isinstance(named, str):
+        raise UsageError(named)
+    try:
+        yield (resumed or (checkpoint.load(cfg.resume) if cfg.resume else None), *named)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def claim_run(cfg: RunConfig, identity: dict, ckpt_bytes: int) -> tuple[RunFolderLock, dict | None, tuple]:
+    """(lock, checkpoint or None, (run id, name, folder)): the folder claimed for this process, after checking
+    that a resume is the same experiment and that the checkpoint will fit."""
+    if cfg.resume:
+        run_dir = os.path.dirname(os.path.abspath(cfg.resume))
+        lock = RunFolderLock(run_dir).acquire()  # also: the folder can be written
+        try:
+            if _ended_run(run_dir):  # a process that held the folder until now finished it
+                raise UsageError(f"{run_dir} has just ended ({_how_it_ended(run_dir)}); nothing to do")
+            resumed = checkpoint.load(cfg.resume)
+            changed = differences(saved_experiment(resumed["experiment"]), identity)
+            if changed:
+                raise UsageError(f"--resume {cfg.resume}: this command is a different experiment from the "
+                                 f"checkpoint's ({'; '.join(changed)}); only output, logging and --max-steps may "
+                                 "change")
+            check_free_space(run_dir, os.path.getsize(cfg.resume))
+        except UsageError:
+            lock.release()
+            raise
+        name = resumed["config"].get("name") or os.path.basename(run_dir)
+        return lock, resumed, (resumed["run_id"], name, run_dir)
+    run_id, name, run_dir = run_identity(cfg)
+    check_free_space(cfg.out_dir, ckpt_bytes)
+    os.makedirs(run_dir, exist_ok=True)
+    lock = RunFolderLock(run_dir).acquire()
+    try:
+        refuse_if_it_holds_a_run(run_dir)  # again, under the lock: a racing start of the same name may have run
+    except UsageError:
+        lock.release()
+        raise
+    return lock, None, (run_id, name, run_dir)
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer: str, momentum: float) -> int:
+    """About what the checkpoint will take: the weights, plus SGD's momentum or AdamW's two moments."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    state = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights + state * (2 if optimizer == "adamw" else 1 if momentum else 0) + 2**20
+
+
+def check_free_space(directory: str, needed: int) -> None:
+    """Refuse before training, not at the first checkpoint hours later, when the checkpoint cannot fit."""
+    free = checkpoint.free_bytes(directory)
+    if free < needed:
+        raise UsageError(f"not enough free space in {directory} for the checkpoint: it needs about "
+                         f"{needed / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB are free")

@@ -1,6 +1,6 @@
 """Checkpoints: written atomically (temp file, fsync, rename), read back with torch.load(weights_only=True).
 
-A checkpoint holds the training state (train/state.py), the run's config and W&B id, and its experiment
+A checkpoint holds the training state (train/runner/state.py), the run's config and W&B id, and its experiment
 identity, which a resume must match.
 """
 
@@ -15,7 +15,7 @@ import zipfile
 
 import torch
 
-from train.errors import UsageError
+from train.contract.errors import UsageError
 
 FILENAME = "checkpoint.pt"
 RESULT_FILE = "result.json"  # the run's summary, written when it finishes: reruns (sweeps, requeues) skip it

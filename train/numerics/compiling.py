@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from train.errors import RunFailed, UsageError
+from train.contract.errors import RunFailed, UsageError
 
 
 def check(mode: str, device: torch.device) -> None:

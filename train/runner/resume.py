@@ -1,0 +1,66 @@
+"""Which run folder a command is for: a new run's id, name and folder, or the run to continue under --resume
+(auto: continue OUT_DIR/NAME if it holds a run, start it if not, skip it if it ended)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+
+from train.contract.errors import UsageError
+from train.runner import checkpoint
+from train.runner.options import RunConfig
+
+
+def new_run_id() -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def default_name(cfg: RunConfig, run_id: str) -> str:
+    return f"r{cfg.depth}-{cfg.precision}-{run_id}"
+
+
+def run_identity(cfg: RunConfig) -> tuple[str, str, str]:
+    """(run id, name, run folder) of a new run; refuses to reuse a folder that holds a run.
+    Under a W&B sweep agent the id is the one the agent chose ($WANDB_RUN_ID), so folder and run match."""
+    run_id = os.environ.get("WANDB_RUN_ID") or new_run_id()
+    name = cfg.name or default_name(cfg, run_id)
+    run_dir = os.path.join(cfg.out_dir, name)
+    refuse_if_it_holds_a_run(run_dir)
+    return run_id, name, run_dir
+
+
+def refuse_if_it_holds_a_run(run_dir: str) -> None:
+    if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)) or _ended_run(run_dir):
+        raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
+                         "or choose another --name")
+
+
+def resolve_auto_resume(cfg: RunConfig) -> str | None:
+    """--resume auto: OUT_DIR/NAME if it holds a run (to continue, or to skip if it ended), None to start it.
+    What sweeps and requeued Slurm jobs use, so that running the same command again is always right."""
+    agent_id = os.environ.get("WANDB_RUN_ID")
+    if not cfg.name and not agent_id:
+        raise UsageError("--resume auto needs --name (or a W&B agent's $WANDB_RUN_ID): it continues OUT_DIR/NAME")
+    cfg.name = cfg.name or default_name(cfg, agent_id)
+    run_dir = os.path.join(cfg.out_dir, cfg.name)
+    has_run = _ended_run(run_dir) or os.path.exists(os.path.join(run_dir, checkpoint.FILENAME))
+    return run_dir if has_run else None
+
+
+def _ended_run(run_dir: str) -> str | None:
+    return run_dir if os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE)) else None
+
+
+def _how_it_ended(run_dir: str) -> str:
+    try:
+        with open(os.path.join(run_dir, checkpoint.RESULT_FILE)) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return f"{checkpoint.RESULT_FILE} present"
+    if result.get("train/diverged_at_step"):
+        return f"diverged at step {result['train/diverged_at_step']}"
+    if result.get("end") == "target_reached":
+        return f"reached --stop-at-acc at step {result.get('train/steps')}"
+    return f"finished at step {result.get('train/steps')}"

@@ -1,0 +1,1 @@
+"""`python -m train.telemetry`: what NVML gives on this node, live."""

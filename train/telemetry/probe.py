@@ -1,0 +1,131 @@
+"""A node's NVML probe: which metrics NVML gives for each GPU, a few seconds of live readings, and a
+host-device copy checked against the PCIe byte counters.
+
+    python -m train.telemetry [--seconds S] [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from train.measure.nvml import NvmlSampler, handle_for_cuda_device, load_nvml, static_facts
+
+
+def probe(seconds: float, as_json: bool, nvml=None, out=sys.stdout) -> int:
+    """For each GPU of this node: which metrics NVML gives, and a few seconds of live readings."""
+    if nvml is None:
+        nvml, why = load_nvml()
+        if nvml is None:
+            print(f"no NVIDIA GPU telemetry on this machine: {why}", file=out)
+            return 0
+    count = nvml.nvmlDeviceGetCount()
+    if count == 0:
+        print("NVML found no GPU on this machine", file=out)
+        return 0
+    notes: dict[int, list[str]] = {i: [] for i in range(count)}
+    samplers, facts = [], []
+    for i in range(count):
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        samplers.append(NvmlSampler(nvml, handle, hz=10, say=notes[i].append))
+        facts.append(static_facts(nvml, handle))
+    for s in samplers:
+        s.start()
+    time.sleep(seconds)
+    for s in samplers:
+        s.stop()
+        s.tick()  # a last reading, so every counter spans the whole probe
+    for i, (s, f) in enumerate(zip(samplers, facts)):
+        readings = s.window()
+        if as_json:
+            print(json.dumps({"index": i, **f, "supported": s.supported, "notes": notes[i], **readings}), file=out)
+            continue
+        print(f"GPU {i}: {f.get('gpu_name', '?')} {f.get('uuid', '')} driver {f.get('driver_version', '?')}", file=out)
+        if "pcie_peak_bytes_per_s" in f:
+            print(f"  PCIe gen {f['pcie_max_generation']} x{f['pcie_max_width']}: "
+                  f"{f['pcie_peak_bytes_per_s'] / 1e9:.1f} GB/s per direction peak", file=out)
+        links = f.get("nvlink_active_links", 0)
+        if links:
+            peak = f.get("nvlink_peak_bytes_per_s")
+            peak_text = f", {peak / 1e9:.0f} GB/s per direction peak" if peak else ""
+            print(f"  NVLink {f.get('nvlink_version', '?')}: {links} active links{peak_text}", file=out)
+        print(f"  supported: {', '.join(s.supported)}", file=out)
+        for note in notes[i]:
+            print(f"  {note}", file=out)
+        for key, value in readings.items():
+            print(f"  {key} = {value:,.6g}" if isinstance(value, float) else f"  {key} = {value}", file=out)
+    return 0
+
+
+def copy_check(gib: float, repeats: int = 4, out=sys.stdout) -> int:
+    """Copy a known number of bytes host->device and device->host while sampling, and compare the PCIe bytes
+    NVML saw with the bytes copied: the check that the sampler's PCIe numbers mean what they say."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("the PCIe copy check needs a CUDA GPU; none is visible", file=out)
+        return 2
+    nvml, why = load_nvml()
+    if nvml is None:
+        print(f"the PCIe copy check needs NVML: {why}", file=out)
+        return 2
+    index = torch.cuda.current_device()
+    notes: list[str] = []
+    sampler = NvmlSampler(nvml, handle_for_cuda_device(nvml, index), hz=10, say=notes.append)
+    if "pcie_tx" not in sampler.counters and not sampler.pcie_fallback:
+        print("NVML gives no PCIe throughput on this GPU: " + "; ".join(notes), file=out)
+        return 1
+    size = int(gib * 2**30)
+    host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(size, dtype=torch.uint8, device=f"cuda:{index}")
+    sampler.start()
+    time.sleep(0.5)
+    rows = []
+    for label, key, copy in (("host->device", "rx", lambda: dev.copy_(host, non_blocking=True)),
+                             ("device->host", "tx", lambda: host.copy_(dev, non_blocking=True))):
+        sampler.discard()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            copy()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - started
+        time.sleep(0.5)  # the counters refresh every 20-100 ms: let them catch up
+        with sampler._lock:
+            counter = sampler.counters.get(f"pcie_{key}")
+            seen = counter.delta if counter is not None else None
+        window = sampler.window()
+        if seen is None:  # throughput snapshots only: mean rate over the copy time
+            seen = window.get(f"nvml/pcie_{key}_bytes_per_s", 0.0) * elapsed
+        copied = size * repeats
+        rows.append((label, copied, seen, elapsed))
+    sampler.stop()
+    print(f"PCIe copy check on {torch.cuda.get_device_name(index)}, {gib:g} GiB x {repeats} each way "
+          f"({'byte counters' if 'pcie_tx' in sampler.counters else 'throughput snapshots'}):", file=out)
+    for label, copied, seen, elapsed in rows:
+        print(f"  {label}: copied {copied / 1e9:.2f} GB in {elapsed:.3f}s ({copied / elapsed / 1e9:.1f} GB/s); "
+              f"NVML saw {seen / 1e9:.2f} GB = {seen / copied:.1%} of it", file=out)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.telemetry",
+                                description="Check a node's GPU telemetry before launching a sweep: for each GPU, "
+                                "which NVML metrics the runner can log, and a few seconds of live readings.")
+    p.add_argument("--seconds", type=float, default=3.0, help="how long to sample")
+    p.add_argument("--json", action="store_true", help="one JSON object per GPU, with the runner's metric names")
+    p.add_argument("--copy-check", type=float, metavar="GIB",
+                   help="instead: copy GIB GiB each way over PCIe on the current CUDA GPU and compare the bytes "
+                   "NVML reports with the bytes copied")
+    args = p.parse_args(argv)
+    if args.seconds <= 0:
+        p.error("--seconds must be positive")
+    if args.copy_check is not None:
+        if args.copy_check <= 0:
+            p.error("--copy-check must be positive")
+        return copy_check(args.copy_check)
+    return probe(args.seconds, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
