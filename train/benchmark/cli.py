@@ -19,6 +19,7 @@ Points the device cannot run are listed with the runner's one-line reason.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import select
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
 from train.benchmark.turns import ENV as TURNS_ENV
 from train.contract.errors import UsageError
@@ -358,146 +360,169 @@ def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
 
 # --- main --------------------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    import torch  # after the flags: --help and flag errors answer at once
+@dataclass
+class Plan:
+    """What one benchmark invocation runs: the points, their shared settings, and those refused up front."""
 
-    gpu = args.device != "cpu" and torch.cuda.is_available()
-    device = "cuda" if gpu else "cpu"
+    args: argparse.Namespace
+    device: str
+    steps: int
+    warmup: int
+    batch: int
+    rounds: int
+    sampler_rates: list[float]
+    points: list[dict]
+    refused: list[dict]
+
+
+def plan(args: argparse.Namespace, gpu: bool) -> Plan:
     steps = args.steps or (300 if gpu else 4)
     warmup = args.warmup_steps if args.warmup_steps is not None else (50 if gpu else 1)
-    batch = args.batch_size or (256 if gpu else 32)
-    rounds = args.rounds or 3
     if warmup >= steps:
         raise UsageError(f"--warmup-steps {warmup} leaves none of the {steps} steps of a round to time: use "
                          "fewer warm-up steps or more --steps")
     if args.nvml_ab and not gpu:
         raise UsageError("--nvml-ab measures the NVML sampler's cost on a GPU; no CUDA GPU is in use")
-    sampler_rates = [0.0, args.nvml_hz] if args.nvml_ab else [args.nvml_hz]
-    os.makedirs(args.out_dir, exist_ok=True)
+    batch = args.batch_size or (256 if gpu else 32)
+    rates = [0.0, args.nvml_hz] if args.nvml_ab else [args.nvml_hz]
+    points, refused = [], []
+    for depth, loader, prec, mode in itertools.product(args.depths, args.loaders, args.precisions, args.compile):
+        reason = refusal(args.device, prec, mode)
+        kinds = [("runner", hz) for hz in rates] + ([("bare", rates[-1])] if args.bare else [])
+        for kind, hz in kinds:
+            point = {"depth": depth, "precision": prec, "loader": loader, "compile": mode, "batch_size": batch,
+                     "nvml_hz": hz, "nvml_ab": args.nvml_ab, "kind": kind,
+                     "index": len(points) + len(refused)}  # the table's order
+            if not reason:
+                points.append(point)
+            elif kind == "runner":
+                refused.append({**point, "round": 0, "error": reason})
+    return Plan(args, "cuda" if gpu else "cpu", steps, warmup, batch, args.rounds or 3, rates, points, refused)
 
-    points, rows = [], []
-    for depth in args.depths:
-        for loader in args.loaders:
-            for prec in args.precisions:
-                for mode in args.compile:
-                    reason = refusal(args.device, prec, mode)
-                    kinds = [("runner", hz) for hz in sampler_rates] + ([("bare", sampler_rates[-1])] if args.bare
-                                                                        else [])
-                    for kind, hz in kinds:
-                        point = {"depth": depth, "precision": prec, "loader": loader, "compile": mode,
-                                 "batch_size": batch, "nvml_hz": hz, "nvml_ab": args.nvml_ab, "kind": kind,
-                                 "index": len(points) + len(rows)}  # the table's order
-                        if reason:
-                            if kind == "runner":
-                                rows.append({**point, "round": 0, "error": reason})
-                        else:
-                            points.append(point)
 
-    def spec(p: dict) -> tuple:
-        common = ["--depth", str(p["depth"]), "--precision", p["precision"], "--loader", p["loader"],
-                  "--warmup-steps", str(warmup), "--batch-size", str(batch), "--device", args.device,
-                  "--compile", p["compile"]]
-        tag = f"{p['depth']}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
-        if p["kind"] == "bare":
-            out = os.path.join(args.out_dir, f"bare-r{tag}.json")
-            argv_bare = [*common, "--steps", str(rounds * steps), "--out", out]
-            return p, BARE, argv_bare, out.removesuffix(".json") + ".log", steps, out
-        name = f"r{tag}"
-        argv_run = [*common, "--max-steps", str(rounds * steps), "--dataset", "synthetic", "--out-dir", args.out_dir,
-                    "--name", name, "--log-every", str(steps), "--group", "benchmark", "--tags", "benchmark",
-                    "--nvml-hz", str(p["nvml_hz"])]
-        if args.wandb_mode:
-            argv_run += ["--wandb-mode", args.wandb_mode]
-        return (p, RUNNER, argv_run, os.path.join(args.out_dir, f"{name}.log"), steps,
-                os.path.join(args.out_dir, name, RESULT_FILE))
+def spec(pl: Plan, p: dict) -> tuple:
+    """(point, command, argv, log file, steps per turn, result file) of one point's process."""
+    args = pl.args
+    common = ["--depth", str(p["depth"]), "--precision", p["precision"], "--loader", p["loader"],
+              "--warmup-steps", str(pl.warmup), "--batch-size", str(pl.batch), "--device", args.device,
+              "--compile", p["compile"]]
+    tag = f"{p['depth']}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
+    if p["kind"] == "bare":
+        out = os.path.join(args.out_dir, f"bare-r{tag}.json")
+        argv_bare = [*common, "--steps", str(pl.rounds * pl.steps), "--out", out]
+        return p, BARE, argv_bare, out.removesuffix(".json") + ".log", pl.steps, out
+    name = f"r{tag}"
+    argv_run = [*common, "--max-steps", str(pl.rounds * pl.steps), "--dataset", "synthetic", "--out-dir",
+                args.out_dir, "--name", name, "--log-every", str(pl.steps), "--group", "benchmark", "--tags",
+                "benchmark", "--nvml-hz", str(p["nvml_hz"])]
+    if args.wandb_mode:
+        argv_run += ["--wandb-mode", args.wandb_mode]
+    return (p, RUNNER, argv_run, os.path.join(args.out_dir, f"{name}.log"), pl.steps,
+            os.path.join(args.out_dir, name, RESULT_FILE))
 
-    groups = [points[i:i + args.live] for i in range(0, len(points), args.live)]
-    for g, group in enumerate(groups):
-        where = f" (group {g + 1}/{len(groups)}: at most --live {args.live} processes at a time)" \
-            if len(groups) > 1 else ""
-        print(f"== setting up {len(group)} point(s) at once{where}; their logs are in {args.out_dir}/", flush=True)
-        procs = start([spec(p) for p in group])
-        for rnd in range(rounds):
-            live = [p for p in procs if p.error is None]
-            shift = rnd % len(live) if live else 0
-            order = live[shift:] + live[:shift]  # rotated: no point always runs first, or after the same one
-            if rnd % 2:
-                order.reverse()
-            for p in order:
-                report = p.turn()
-                if report is None:
-                    print(f"== round {rnd + 1}/{rounds}: {describe(p.point)}: failed: {p.error}", flush=True)
-                    continue
-                figures = turn_figures(report, batch, warmup)
-                rows.append({**p.point, "round": rnd, **figures})
-                ips = figures["train/images_per_s"]
-                print(f"== round {rnd + 1}/{rounds}: {describe(p.point)}: {ips:,.1f} images/s, "
-                      f"{len(report['step_times'])} steps in {report['wall_s']:.2f}s", flush=True)
-        for p in procs:
-            p.release()  # every point of the group ends its run at once: nothing is timed any more
-        for p in procs:
-            result = {k: v for k, v in p.result().items() if k not in TURN_KEYS}
-            own = [r for r in rows if r["index"] == p.point["index"]]
-            if not own:  # it failed before its first round
-                rows.append({**p.point, "round": 0})
-                own = rows[-1:]
-            for row in own:
-                row.update(result)  # the run's own figures (set-up, memory peak, checkpoint) on each of its rounds
 
-    disturbed = mark_disturbed(rows, warmup)
-    where = f"GPU {torch.cuda.get_device_name()}" if gpu else "CPU"
-    print(f"\nSynthetic data, batch {batch}, {rounds} round(s) of {steps} steps per point ({warmup} warm-up "
-          f"step(s) of each round left out of its median), {len(points)} point(s) each in a process of its own "
-          f"(set-up times are of all of a group's points setting up at once), on {where}, torch "
-          f"{torch.__version__}, {time.strftime('%Y-%m-%d')}:\n")
-    shown = [table([r for r in rows if r["nvml_hz"] == sampler_rates[-1]], args.max_spread)]
+def run_group(pl: Plan, group: list[dict], rows: list[dict]) -> None:
+    """Set up a group's points together, give each its turn in every round, then end their runs together."""
+    procs = start([spec(pl, p) for p in group])
+    for rnd in range(pl.rounds):
+        live = [p for p in procs if p.error is None]
+        shift = rnd % len(live) if live else 0
+        order = live[shift:] + live[:shift]  # rotated: no point always runs first, or after the same one
+        if rnd % 2:
+            order.reverse()
+        for p in order:
+            report = p.turn()
+            if report is None:
+                print(f"== round {rnd + 1}/{pl.rounds}: {describe(p.point)}: failed: {p.error}", flush=True)
+                continue
+            figures = turn_figures(report, pl.batch, pl.warmup)
+            rows.append({**p.point, "round": rnd, **figures})
+            print(f"== round {rnd + 1}/{pl.rounds}: {describe(p.point)}: {figures['train/images_per_s']:,.1f} "
+                  f"images/s, {len(report['step_times'])} steps in {report['wall_s']:.2f}s", flush=True)
+    for p in procs:
+        p.release()  # every point of the group ends its run at once: nothing is timed any more
+    for p in procs:
+        result = {k: v for k, v in p.result().items() if k not in TURN_KEYS}
+        own = [r for r in rows if r["index"] == p.point["index"]]
+        if not own:  # it failed before its first round
+            rows.append({**p.point, "round": 0})
+            own = rows[-1:]
+        for row in own:
+            row.update(result)  # the run's own figures (set-up, memory peak, checkpoint) on each of its rounds
+
+
+def print_tables(pl: Plan, rows: list[dict], where: str, torch_version: str) -> None:
+    args, last = pl.args, pl.sampler_rates[-1]
+    disturbed = mark_disturbed(rows, pl.warmup)
+    print(f"\nSynthetic data, batch {pl.batch}, {pl.rounds} round(s) of {pl.steps} steps per point ({pl.warmup} "
+          f"warm-up step(s) of each round left out of its median), {len(pl.points)} point(s) each in a process of "
+          f"its own (set-up times are of all of a group's points setting up at once), on {where}, torch "
+          f"{torch_version}, {time.strftime('%Y-%m-%d')}:\n")
+    shown = [table([r for r in rows if r["nvml_hz"] == last], args.max_spread)]
     print(shown[-1])
     if len(args.compile) > 1:
         print("\ntorch.compile gain (images/s compiled vs eager, same round; compile time is not in images/s):")
-        shown.append(compile_table([r for r in rows if r["nvml_hz"] == sampler_rates[-1]], args.max_spread))
+        shown.append(compile_table([r for r in rows if r["nvml_hz"] == last], args.max_spread))
         print(shown[-1])
     if args.bare:
         print("\nThe runner (W&B, telemetry, checkpoint) vs a minimal loop of the same model, batch, precision and "
               "data, paired within each round. step: median step time, as images/s is measured; round wall: the "
               "round's whole loop, its log window (the one sync, W&B log, lost-update check) included:")
-        shown.append(bare_table(rows, args.max_spread, device))
+        shown.append(bare_table(rows, args.max_spread, pl.device))
         print(shown[-1])
     if args.nvml_ab:
-        print(f"\nNVML sampler cost at {args.nvml_hz:g} Hz (images/s sampler off / on, same round):")
-        cost = paired([r for r in rows if r["kind"] == "runner"], point_of,
-                      lambda r: (*point_of(r)[:4], 0.0), "train/images_per_s", args.max_spread)
-        for point, s in cost.items():
-            if point[4]:
-                print(f"  resnet{point[0]} {point[1]} ({point[2]}): {1 / s['median'] - 1:+.2%} "
-                      f"[{1 / s['max'] - 1:+.2%} to {1 / s['min'] - 1:+.2%}]")
+        print_sampler_cost(rows, args.nvml_hz, args.max_spread)
     wide = any(" !" in text for text in shown)
-    print(f"\nRatios: median over {rounds} round(s) [min-max over rounds]. "
+    print(f"\nRatios: median over {pl.rounds} round(s) [min-max over rounds]. "
           + ("'!' marks a range wider than {:.0%} of the ratio: too wide to conclude (a busy machine?); rerun with "
              "more --rounds, more --steps or on a quieter machine.".format(args.max_spread) if wide else
-             ("Every range is within {:.0%}.".format(args.max_spread) if rounds > 1 else
+             ("Every range is within {:.0%}.".format(args.max_spread) if pl.rounds > 1 else
               "One round gives no range: use --rounds 3 or more to judge a ratio.")))
     if disturbed:
         print(f"{disturbed} of {sum('step_times' in r for r in rows)} point-rounds were left out of the ratios as "
               f"disturbed: a step took over {DISTURBED:g}x its point's median (another process had the device or "
               "the cores); the medians and ranges above are over the other rounds.")
-    if not gpu:
+    if pl.device == "cpu":
         print(cpu_features())
-    raw = os.path.join(args.out_dir, f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(raw, "w") as f:
-        json.dump({"argv": sys.argv[1:] if argv is None else argv, "device": where, "torch": torch.__version__,
-                   "steps": steps, "warmup_steps": warmup, "batch_size": batch, "rounds": rounds, "rows": rows}, f)
-    print(f"Every round's step times: {raw}. Benchmark wall time {time.perf_counter() - started:.0f}s.")
-    return 0 if any("error" not in r for r in rows) else 1
 
 
-if __name__ == "__main__":
+def print_sampler_cost(rows: list[dict], hz: float, max_spread: float) -> None:
+    print(f"\nNVML sampler cost at {hz:g} Hz (images/s sampler off / on, same round):")
+    cost = paired([r for r in rows if r["kind"] == "runner"], point_of,
+                  lambda r: (*point_of(r)[:4], 0.0), "train/images_per_s", max_spread)
+    for point, s in cost.items():
+        if point[4]:
+            print(f"  resnet{point[0]} {point[1]} ({point[2]}): {1 / s['median'] - 1:+.2%} "
+                  f"[{1 / s['max'] - 1:+.2%} to {1 / s['min'] - 1:+.2%}]")
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        sys.exit(main())
+        return benchmark(build_parser().parse_args(argv), sys.argv[1:] if argv is None else argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # the points' processes, in the same process group, stop with their own line
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        return 2
+
+
+def benchmark(args: argparse.Namespace, argv: list[str]) -> int:
+    started = time.perf_counter()
+    import torch  # after the flags: --help and flag errors answer at once
+
+    gpu = args.device != "cpu" and torch.cuda.is_available()
+    pl = plan(args, gpu)
+    os.makedirs(args.out_dir, exist_ok=True)
+    rows = list(pl.refused)
+    groups = [pl.points[i:i + args.live] for i in range(0, len(pl.points), args.live)]
+    for g, group in enumerate(groups):
+        where = f" (group {g + 1}/{len(groups)}: at most --live {args.live} processes at a time)" \
+            if len(groups) > 1 else ""
+        print(f"== setting up {len(group)} point(s) at once{where}; their logs are in {args.out_dir}/", flush=True)
+        run_group(pl, group, rows)
+    where = f"GPU {torch.cuda.get_device_name()}" if gpu else "CPU"
+    print_tables(pl, rows, where, torch.__version__)
+    raw = os.path.join(args.out_dir, f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(raw, "w") as f:
+        json.dump({"argv": argv, "device": where, "torch": torch.__version__, "steps": pl.steps,
+                   "warmup_steps": pl.warmup, "batch_size": pl.batch, "rounds": pl.rounds, "rows": rows}, f)
+    print(f"Every round's step times: {raw}. Benchmark wall time {time.perf_counter() - started:.0f}s.")
+    return 0 if any("error" not in r for r in rows) else 1

@@ -125,7 +125,3 @@ def main(argv=None) -> int:
             p.error("--copy-check must be positive")
         return copy_check(args.copy_check)
     return probe(args.seconds, args.json)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
