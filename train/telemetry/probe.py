@@ -91,9 +91,7 @@ def copy_check(gib: float, repeats: int = 4, out=sys.stdout) -> int:
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - started
         time.sleep(0.5)  # the counters refresh every 20-100 ms: let them catch up
-        with sampler._lock:
-            counter = sampler.counters.get(f"pcie_{key}")
-            seen = counter.delta if counter is not None else None
+        seen = sampler.totals.window_delta(f"pcie_{key}")
         window = sampler.window()
         if seen is None:  # throughput snapshots only: mean rate over the copy time
             seen = window.get(f"nvml/pcie_{key}_bytes_per_s", 0.0) * elapsed
