@@ -4,7 +4,7 @@ A row is one experiment: every setting in the run's config `experiment` except t
 (`system.device_name`) and the planned steps (`total_steps`), so runs that differ in anything but the seed are
 never averaged together or compared as if they were alike. `--group-by` replaces that key by the keys named.
 
-Everything comes from the metric contract (README): summary keys, and facts the runs put in their config
+Everything comes from the metric contract (docs/metric-contract.md): summary keys, and facts the runs put in their config
 (FLOPs per image, the GPU's peak, link peaks). A missing figure is None (an empty cell), never zero.
 """
 

@@ -1,4 +1,4 @@
-"""The suite's metric contract (README, "Metric contract"): what every run logs. Tests on both sides use it."""
+"""The suite's metric contract (docs/metric-contract.md): what every run logs. Tests on both sides use it."""
 
 STEP_KEYS = ["train/step", "epoch", "train/loss", "train/lr", "train/step_time_s", "train/step_time_p90_s",
              "train/data_time_s", "train/images_per_s", "precision/lost_update_frac"]

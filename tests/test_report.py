@@ -1,5 +1,5 @@
 """The report, from W&B offline runs made with the real `wandb` library and shaped as the runner's metric
-contract (README) says: rows as experiments, flags for runs too short to measure, empty cells for figures not
+contract (docs/metric-contract.md) says: rows as experiments, flags for runs too short to measure, empty cells for figures not
 measured, provenance, lost updates, plots, unreadable runs, and report.html in a real headless Chromium.
 One end-to-end test reads two runs trained by the real runner."""
 

@@ -1,7 +1,7 @@
 """Dense peak FLOP/s per GPU and precision class, for MFU. One place for these numbers: a run records the peak
 that applies to it in its config (system.peak_flops_per_s), and the report reads it from there.
 
-Sources (shared notes, performance.md §3): NVIDIA datasheets without sparsity; Composer's and torchtitan's
+Sources (docs/precision.md, "FLOPs per image and MFU"): NVIDIA datasheets without sparsity; Composer's and torchtitan's
 tables. The H200 has the H100 SXM's compute.
 """
 

@@ -58,7 +58,7 @@ def forward_flops_per_image(model: nn.Module) -> int:
     """FLOPs of one 32x32 forward pass, counted by PyTorch (conv + linear; 1 MAC = 2 FLOPs).
 
     Training costs about 3x this (the backward pass is about twice the forward): the MFU convention of
-    the shared performance notes. Counted on CPU in fp32 before the model is cast or moved.
+    docs/precision.md ("FLOPs per image and MFU"). Counted on CPU in fp32 before the model is cast or moved.
     """
     counter = FlopCounterMode(display=False)
     was_training = model.training

@@ -44,7 +44,7 @@ class Precision:
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Cast weights to the parameter dtype, keeping BatchNorm in fp32: cuDNN's BN kernels want fp32
-        weights and half-precision running variances overflow (see shared notes, performance §6)."""
+        weights and half-precision running variances overflow (docs/precision.md, "Precisions")."""
         model.to(self.param_dtype)
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):

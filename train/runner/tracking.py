@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
-# Step metrics share the train/step axis (the suite's metric contract, README). Their summaries are the
+# Step metrics share the train/step axis (the suite's metric contract, docs/metric-contract.md). Their summaries are the
 # whole run's, written by the runner at the end from its training state (W&B's cover one process only).
 STEP_PREFIXES = ("train", "mem", "amp", "epoch", "test", "nvml", "comm", "dist", "precision")
 STEP_SUMMARY = "mean,min,max,last"
