@@ -197,3 +197,31 @@ def test_without_a_terminal_a_line_comes_after_the_first_step_then_every_interva
     assert "\r" not in stream.text and lines[-1].startswith("epoch 1/1 step 10/100")
     c.progress(0, 10, 2.0, 5.0)
     assert stream.text.splitlines()[-1].startswith("epoch 1/1 step 10/100 loss 2.0000")
+
+
+def test_resume_auto_plans_a_start_a_continuation_or_nothing_and_leaves_the_config_as_parsed(tmp_path, monkeypatch):
+    from train.contract.errors import UsageError
+    from train.runner import checkpoint
+    from train.runner.resume import ResumePlan, plan_resume
+
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    cfg = parse_args(["--resume", "auto", "--name", "r", "--out-dir", str(tmp_path)])
+    run_dir = str(tmp_path / "r")
+    assert plan_resume(cfg) == ResumePlan(run_dir=run_dir, name="r")  # nothing there: start it
+    os.makedirs(run_dir)
+    open(os.path.join(run_dir, checkpoint.FILENAME), "wb").close()
+    assert plan_resume(cfg) == ResumePlan(run_dir=run_dir, name="r",
+                                          checkpoint=os.path.join(run_dir, checkpoint.FILENAME))
+    with open(os.path.join(run_dir, "result.json"), "w") as f:
+        f.write('{"train/steps": 20}')
+    assert plan_resume(cfg).ended == "finished at step 20" and plan_resume(cfg).checkpoint is None
+    assert (cfg.resume, cfg.name) == ("auto", "r")
+
+    monkeypatch.setenv("WANDB_RUN_ID", "abc")  # a sweep agent's run: named after its id
+    assert plan_resume(parse_args(["--resume", "auto", "--out-dir", str(tmp_path)])).name == "r18-fp32-abc"
+    monkeypatch.delenv("WANDB_RUN_ID")
+    with pytest.raises(UsageError, match="needs --name"):
+        plan_resume(parse_args(["--resume", "auto"]))
+    with pytest.raises(UsageError, match="no checkpoint at"):
+        plan_resume(parse_args(["--resume", str(tmp_path)]))
+    assert plan_resume(parse_args(["--name", "n"])) == ResumePlan(name="n")
