@@ -37,7 +37,7 @@ def test_docs_options_md_is_the_generated_page():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     with open(os.path.join(ROOT, "docs", "options.md")) as f:
-        assert f.read() == out.stdout, "docs/options.md is stale: python -m train.runner.options --markdown > docs/options.md"
+        assert f.read() == out.stdout, "docs/options.md is stale: regenerate it (see this test's docstring)"
 
 
 def test_the_experiment_identity_is_the_settings_a_resume_must_match():

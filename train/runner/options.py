@@ -55,7 +55,6 @@ def _accuracy(text: str) -> float:
     return value
 
 
-
 # The argparse groups, in the order --help and docs/options.md show them.
 MODEL, TRAINING, DATA, DEVICE = "model and precision", "training", "data", "device"
 DDP, OUTPUT = "several GPUs and nodes (DDP)", "output and tracking"
@@ -257,7 +256,7 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
-def flag(f: dataclasses.Field) -> str:
+def option_flag(f: dataclasses.Field) -> str:
     """The option's flag: --name-with-hyphens unless the spec names another."""
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
@@ -279,11 +278,11 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
             kwargs["action"] = "store_true"
         elif spec["shorthands"]:
             kwargs["action"] = _Once
-        group.add_argument(flag(f), *spec["aliases"], dest=f.name, default=getattr(defaults, f.name),
+        group.add_argument(option_flag(f), *spec["aliases"], dest=f.name, default=getattr(defaults, f.name),
                            help=spec["help"], **kwargs)
         for shorthand, value in spec["shorthands"].items():
             group.add_argument(shorthand, dest=f.name, const=value, action=_Once,
-                               help=f"alias of {flag(f)} {value} (original study)")
+                               help=f"alias of {option_flag(f)} {value} (original study)")
     return p
 
 
@@ -330,9 +329,9 @@ def markdown() -> str:
             if spec["group"] != title:
                 continue
             aliases = [f"`{a}`" for a in spec["aliases"]]
-            aliases += [f"`{s}` (= `{flag(f)} {v}`)" for s, v in spec["shorthands"].items()]
-            cells = [f"`{_invocation(parser, flag(f))}`", ", ".join(aliases), _markdown_default(getattr(defaults, f.name)),
-                     "yes" if spec["identity"] else "", spec["help"]]
+            aliases += [f"`{s}` (= `{option_flag(f)} {v}`)" for s, v in spec["shorthands"].items()]
+            cells = [f"`{_invocation(parser, option_flag(f))}`", ", ".join(aliases),
+                     _markdown_default(getattr(defaults, f.name)), "yes" if spec["identity"] else "", spec["help"]]
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
