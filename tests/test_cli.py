@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import ROOT, run_cli
 
-from train.runner.options import build_parser, parse_args
+from train.runner.options import EXPERIMENT_FLAGS, RunConfig, build_parser, differences, experiment, markdown, parse_args
 
+# The flags users, sweeps and the original study's scripts pass: each must keep working and be explained.
 OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", "--lr", "--optimizer", "--num-workers",
            "--dataset", "--data-dir", "--download", "--loader", "--device", "--out-dir", "--project", "--entity",
            "--group", "--name", "--tags", "--wandb-mode", "--log-every", "--ckpt-every", "--ckpt-artifact", "--seed",
@@ -19,14 +20,41 @@ OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", 
            "--epoch", "--batch_size", "--compile"]
 
 
-def test_help_explains_every_option_and_the_readme_lists_them():
+def test_help_and_the_options_page_explain_every_option():
     text = build_parser().format_help()
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    page = markdown()
     for option in OPTIONS:
         assert option in text, option
-        assert f"`{option}" in readme, f"README's flag table lacks {option}"
+        assert f"`{option}" in page, f"docs/options.md lacks {option}"
     for precision in ("fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16"):
         assert precision in text
+
+
+def test_docs_options_md_is_the_generated_page():
+    """docs/options.md is generated from RunConfig's option spec; after changing an option, regenerate it with
+    `python -m train.runner.options --markdown > docs/options.md`."""
+    out = subprocess.run([sys.executable, "-m", "train.runner.options", "--markdown"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with open(os.path.join(ROOT, "docs", "options.md")) as f:
+        assert f.read() == out.stdout, "docs/options.md is stale: regenerate it (see this test's docstring)"
+
+
+def test_the_experiment_identity_is_the_settings_a_resume_must_match():
+    # Changing this set makes checkpoints written before the change refuse to resume (or resume a different run).
+    assert EXPERIMENT_FLAGS == ("depth", "precision", "dataset", "batch_size", "optimizer", "lr", "lr_scaling",
+                                "momentum", "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers",
+                                "grad_compress", "compile")
+    a, b = parse_args(["--name", "a", "--max-steps", "3", "--log-every", "1"]), parse_args(["--seed", "1"])
+    same = dict(world_size=1, train_images=50000, device="cpu")
+    assert differences(experiment(a, **same), experiment(parse_args([]), **same)) == []
+    assert differences(experiment(b, **same), experiment(parse_args([]), **same)) == ["seed 1 -> 0"]
+
+
+def test_every_option_answers_to_underscores_and_defaults_match_run_config():
+    cfg = parse_args(["--max_steps=3", "--weight_decay", "0.1", "--lr_schedule=constant", "--out_dir", "x"])
+    assert (cfg.max_steps, cfg.weight_decay, cfg.lr_schedule, cfg.out_dir) == (3, 0.1, "constant", "x")
+    assert parse_args([]) == RunConfig()
 
 
 def test_original_study_flags_keep_working():
@@ -55,6 +83,8 @@ def _one_line_error(result, *words):
     (["--lr", "-1"], ["--lr"]),
     (["--use_amp", "--use_half"], ["--use_half", "--use_amp"]),
     (["--depth", "18", "--use_50"], ["--use_50", "--depth"]),
+    (["--use_cuda", "--device", "cpu"], ["--device", "--use_cuda"]),
+    (["--max_steps=0"], ["--max-steps", "positive"]),
     pytest.param(["--device", "cuda", "--dataset", "synthetic"], ["cuda"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="asserts that no GPU is visible")),
     (["--resume", "auto", "--dataset", "synthetic"], ["--resume auto", "--name"]),
@@ -167,3 +197,31 @@ def test_without_a_terminal_a_line_comes_after_the_first_step_then_every_interva
     assert "\r" not in stream.text and lines[-1].startswith("epoch 1/1 step 10/100")
     c.progress(0, 10, 2.0, 5.0)
     assert stream.text.splitlines()[-1].startswith("epoch 1/1 step 10/100 loss 2.0000")
+
+
+def test_resume_auto_plans_a_start_a_continuation_or_nothing_and_leaves_the_config_as_parsed(tmp_path, monkeypatch):
+    from train.contract.errors import UsageError
+    from train.runner import checkpoint
+    from train.runner.resume import ResumePlan, plan_resume
+
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    cfg = parse_args(["--resume", "auto", "--name", "r", "--out-dir", str(tmp_path)])
+    run_dir = str(tmp_path / "r")
+    assert plan_resume(cfg) == ResumePlan(run_dir=run_dir, name="r")  # nothing there: start it
+    os.makedirs(run_dir)
+    open(os.path.join(run_dir, checkpoint.FILENAME), "wb").close()
+    assert plan_resume(cfg) == ResumePlan(run_dir=run_dir, name="r",
+                                          checkpoint=os.path.join(run_dir, checkpoint.FILENAME))
+    with open(os.path.join(run_dir, "result.json"), "w") as f:
+        f.write('{"train/steps": 20}')
+    assert plan_resume(cfg).ended == "finished at step 20" and plan_resume(cfg).checkpoint is None
+    assert (cfg.resume, cfg.name) == ("auto", "r")
+
+    monkeypatch.setenv("WANDB_RUN_ID", "abc")  # a sweep agent's run: named after its id
+    assert plan_resume(parse_args(["--resume", "auto", "--out-dir", str(tmp_path)])).name == "r18-fp32-abc"
+    monkeypatch.delenv("WANDB_RUN_ID")
+    with pytest.raises(UsageError, match="needs --name"):
+        plan_resume(parse_args(["--resume", "auto"]))
+    with pytest.raises(UsageError, match="no checkpoint at"):
+        plan_resume(parse_args(["--resume", str(tmp_path)]))
+    assert plan_resume(parse_args(["--name", "n"])) == ResumePlan(name="n")

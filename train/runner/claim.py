@@ -23,7 +23,7 @@ from train.contract.errors import UsageError
 from train.launch import distributed
 from train.runner import checkpoint
 from train.runner.options import RunConfig, differences, saved_experiment
-from train.runner.resume import _ended_run, _how_it_ended, refuse_if_it_holds_a_run, run_identity
+from train.runner.resume import ResumePlan, _ended_run, _how_it_ended, refuse_if_it_holds_a_run, run_identity
 
 LOCK = ".lock"
 REFRESH_S = 30.0
@@ -114,50 +114,32 @@ class RunFolderLock:
             return False
 
 
-
-
-
 @contextlib.contextmanager
-def claimed(cfg: RunConfig, ranks: distributed.Ranks, identity: dict, ckpt_bytes: int):
+def claimed(cfg: RunConfig, plan: ResumePlan, ranks: distributed.Ranks, identity: dict, ckpt_bytes: int):
     """(checkpoint or None, run id, name, folder), the folder held by rank 0 until the run ends."""
     lock, resumed, named = None, None, None
     if ranks.is_main:
         try:
-            lock, resumed, named = claim_run(cfg, identity, ckpt_bytes)
+            lock, resumed, named = claim_run(cfg, plan, identity, ckpt_bytes)
         except UsageError as e:
             named = str(e)
     named = distributed.broadcast(ranks, named)
     if isinstance(named, str):
         raise UsageError(named)
     try:
-        yield (resumed or (checkpoint.load(cfg.resume) if cfg.resume else None), *named)
+        yield (resumed or (checkpoint.load(plan.checkpoint) if plan.checkpoint else None), *named)
     finally:
         if lock is not None:
             lock.release()
 
 
-def claim_run(cfg: RunConfig, identity: dict, ckpt_bytes: int) -> tuple[RunFolderLock, dict | None, tuple]:
+def claim_run(cfg: RunConfig, plan: ResumePlan, identity: dict,
+              ckpt_bytes: int) -> tuple[RunFolderLock, dict | None, tuple]:
     """(lock, checkpoint or None, (run id, name, folder)): the folder claimed for this process, after checking
     that a resume is the same experiment and that the checkpoint will fit."""
-    if cfg.resume:
-        run_dir = os.path.dirname(os.path.abspath(cfg.resume))
-        lock = RunFolderLock(run_dir).acquire()  # also: the folder can be written
-        try:
-            if _ended_run(run_dir):  # a process that held the folder until now finished it
-                raise UsageError(f"{run_dir} has just ended ({_how_it_ended(run_dir)}); nothing to do")
-            resumed = checkpoint.load(cfg.resume)
-            changed = differences(saved_experiment(resumed["experiment"]), identity)
-            if changed:
-                raise UsageError(f"--resume {cfg.resume}: this command is a different experiment from the "
-                                 f"checkpoint's ({'; '.join(changed)}); only output, logging and --max-steps may "
-                                 "change")
-            check_free_space(run_dir, os.path.getsize(cfg.resume))
-        except UsageError:
-            lock.release()
-            raise
-        name = resumed["config"].get("name") or os.path.basename(run_dir)
-        return lock, resumed, (resumed["run_id"], name, run_dir)
-    run_id, name, run_dir = run_identity(cfg)
+    if plan.checkpoint:
+        return _claim_to_continue(plan.checkpoint, identity)
+    run_id, name, run_dir = run_identity(cfg, plan.name)
     check_free_space(cfg.out_dir, ckpt_bytes)
     os.makedirs(run_dir, exist_ok=True)
     lock = RunFolderLock(run_dir).acquire()
@@ -167,6 +149,27 @@ def claim_run(cfg: RunConfig, identity: dict, ckpt_bytes: int) -> tuple[RunFolde
         lock.release()
         raise
     return lock, None, (run_id, name, run_dir)
+
+
+def _claim_to_continue(path: str, identity: dict) -> tuple[RunFolderLock, dict, tuple]:
+    """claim_run for the checkpoint `path`: its folder, unless the run ended meanwhile or is another experiment."""
+    run_dir = os.path.dirname(os.path.abspath(path))
+    lock = RunFolderLock(run_dir).acquire()  # also: the folder can be written
+    try:
+        if _ended_run(run_dir):  # a process that held the folder until now finished it
+            raise UsageError(f"{run_dir} has just ended ({_how_it_ended(run_dir)}); nothing to do")
+        resumed = checkpoint.load(path)
+        changed = differences(saved_experiment(resumed["experiment"]), identity)
+        if changed:
+            raise UsageError(f"--resume {path}: this command is a different experiment from the "
+                             f"checkpoint's ({'; '.join(changed)}); only output, logging and --max-steps may "
+                             "change")
+        check_free_space(run_dir, os.path.getsize(path))
+    except UsageError:
+        lock.release()
+        raise
+    name = resumed["config"].get("name") or os.path.basename(run_dir)
+    return lock, resumed, (resumed["run_id"], name, run_dir)
 
 
 def checkpoint_bytes(model: torch.nn.Module, optimizer: str, momentum: float) -> int:

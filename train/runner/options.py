@@ -1,4 +1,6 @@
-"""One dataclass for a run, and the command line that fills it (including the original study's flags)."""
+"""Each option of a run defined once: RunConfig's fields carry their flag, aliases, type, default, help, argparse
+group and whether they are part of the experiment identity; the command line (including the original study's
+flags), EXPERIMENT_FLAGS and docs/options.md are generated from them."""
 
 from __future__ import annotations
 
@@ -21,62 +23,164 @@ DEFAULT_TARGETS = (0.80, 0.90, 0.93, 0.94)
 COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")
 
 
+def _bounded(convert, what: str, inclusive: bool):
+    """An argparse type: a finite number above 0 (or at least 0), with a message that names what was given."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or not (value >= 0 if inclusive else value > 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = _bounded(int, "a positive integer", inclusive=False)
+_non_negative_int = _bounded(int, "an integer >= 0", inclusive=True)
+_positive_float = _bounded(float, "a positive number", inclusive=False)
+_non_negative_float = _bounded(float, "a number >= 0", inclusive=True)
+
+
+def _accuracy(text: str) -> float:
+    """An argparse type: a test accuracy as a fraction, 0 < x <= 1 (93% is 0.93)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1 (93% is 0.93), got {text}")
+    return value
+
+
+# The argparse groups, in the order --help and docs/options.md show them.
+MODEL, TRAINING, DATA, DEVICE = "model and precision", "training", "data", "device"
+DDP, OUTPUT = "several GPUs and nodes (DDP)", "output and tracking"
+GROUPS = (MODEL, TRAINING, DATA, DEVICE, DDP, OUTPUT)
+
+
+def option(default, help: str, group: str, *, identity: bool = False, aliases: tuple[str, ...] = (),
+           shorthands: dict | None = None, flag: str | None = None, **argparse_kwargs):
+    """A RunConfig field and everything the command line and docs/options.md say about it.
+
+    identity: part of the experiment identity (EXPERIMENT_FLAGS). aliases: other spellings of the flag.
+    shorthands: flags that set one value ({"--use_34": 34}); they and the flag may not disagree. flag: the
+    flag's name when it is not --name-with-hyphens. argparse_kwargs: type, choices, nargs, metavar.
+    A default of False makes a switch (store_true)."""
+    spec = {"help": help, "group": group, "identity": identity, "aliases": aliases, "shorthands": shorthands or {},
+            "flag": flag, "argparse": argparse_kwargs}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=spec)
+    return field(default=default, metadata=spec)
+
+
 @dataclass
 class RunConfig:
-    depth: int = 18
-    precision: str = "fp32"
-    epochs: int = 600
-    max_steps: int | None = None
-    batch_size: int = 128
-    lr: float = 0.005
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 10
-    num_workers: int = 2
-    dataset: str = "cifar10"
-    data_dir: str = "data"
-    download: bool = False
-    loader: str = "device"
-    device: str = "auto"
-    out_dir: str = "runs"
-    project: str = "precision-depth-gpus"
-    entity: str | None = None
-    group: str | None = None
-    name: str | None = None
-    tags: list[str] = field(default_factory=list)
-    wandb_mode: str | None = None
-    log_every: int = 50
-    ckpt_every: int = 0
-    ckpt_artifact: bool = False
-    resume: str | None = None
-    nvml_hz: float = 10.0
-    wandb_stats_interval: float | None = None
-    wandb_init_timeout: float = 30.0
-    seed: int = 0
-    use_ddp: bool = False
-    gpus: int | None = None
-    nodes: int = 1
-    rdzv_endpoint: str | None = None
-    rdzv_id: str | None = None
-    dist_timeout: float = 600.0
-    grad_compress: str = "none"
-    lr_scaling: str = "none"
-    target_acc: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    stop_at_acc: float | None = None
-    compile: str = "none"
+    """One run's settings, each with its flag: the one place an option is defined (docs/options.md lists them).
+
+    The experiment-identity fields come in EXPERIMENT_FLAGS' order; within an argparse group, --help lists the
+    flags in field order."""
+
+    depth: int = option(18, "ResNet depth (CIFAR layout)", MODEL, identity=True, type=int, choices=DEPTHS,
+                        shorthands={"--use_34": 34, "--use_50": 50})
+    precision: str = option(
+        "fp32", "fp32: strict IEEE fp32, TF32 off for matmul and cuDNN conv; tf32: TF32 on for both (Ampere+ GPU); "
+        "amp_fp16: autocast fp16 + dynamic loss scaling; amp_bf16: autocast bf16, no scaler; "
+        "fp16: pure half weights/activations, BatchNorm in fp32, dynamic loss scaling; "
+        "bf16: pure bf16, BatchNorm in fp32", MODEL, identity=True, choices=PRECISIONS,
+        shorthands={"--use_amp": "amp_fp16", "--use_half": "fp16"})
+    dataset: str = option("cifar10", "synthetic: random images and labels of CIFAR-10's shape, for throughput only "
+                          "(no evaluation)", DATA, identity=True, choices=("cifar10", "synthetic"))
+    data_dir: str = option("data", "folder holding cifar-10-batches-py/", DATA)
+    download: bool = option(False, "download CIFAR-10 into --data-dir (torchvision's downloader)", DATA)
+    batch_size: int = option(128, "batch size per process", TRAINING, identity=True, aliases=("--batch_size",),
+                             type=positive_int)
+    optimizer: str = option("sgd", "sgd uses --momentum; both use --weight-decay; fused kernels where the device "
+                            "has them", TRAINING, identity=True, choices=("sgd", "adamw"))
+    lr: float = option(0.005, "peak learning rate", TRAINING, identity=True, type=_positive_float)
+    lr_scaling: str = option("none", "linear: multiply --lr by the number of processes (the global batch grows "
+                             "with them); the effective value is recorded in the config", TRAINING, identity=True,
+                             choices=("none", "linear"))
+    momentum: float = option(0.9, "SGD momentum", TRAINING, identity=True, type=_non_negative_float)
+    weight_decay: float = option(5e-4, "weight decay", TRAINING, identity=True, type=_non_negative_float)
+    lr_schedule: str = option("cosine", "cosine: anneal per step from --lr to 0 over the run; constant: --lr "
+                              "throughout", TRAINING, identity=True, choices=("cosine", "constant"))
+    epochs: int = option(600, "epochs to train", TRAINING, identity=True, aliases=("--epoch",), type=positive_int)
+    max_steps: int | None = option(None, "stop after this many optimizer steps (smoke runs, benchmarks); "
+                                   "evaluation still runs at the end", TRAINING, type=positive_int)
+    warmup_steps: int = option(10, "first steps left out of the run's images/s median (cuDNN autotuning, "
+                               "allocator warm-up)", TRAINING, type=_non_negative_int)
+    target_acc: list[float] = option(
+        list(DEFAULT_TARGETS), "test accuracies (fractions) whose training time, epoch, images and, on GPUs, "
+        "energy the run records when it first reaches each (summary time_to_acc/<percent>); defaults are for "
+        "real CIFAR-10", TRAINING, type=_accuracy, nargs="+", metavar="ACC")
+    stop_at_acc: float | None = option(
+        None, "end the run at the end of the first epoch whose test accuracy reaches ACC (recorded as its end: "
+        "target_reached); a time-to-accuracy sweep needs no full --epochs", TRAINING, type=_accuracy,
+        metavar="ACC")
+    seed: int = option(0, "seed for weights, shuffling and augmentation (repeat a point over seeds to get its "
+                       "spread)", TRAINING, identity=True, type=int)
+    loader: str = option("device", "device: dataset resident on the training device, whole-batch augmentation "
+                         "there; torch: torchvision transforms in a DataLoader with --num-workers processes", DATA,
+                         identity=True, choices=("device", "torch"))
+    num_workers: int = option(2, "DataLoader worker processes (--loader torch)", DATA, identity=True,
+                              aliases=("--num_workers",), type=_non_negative_int)
+    device: str = option("auto", "auto: CUDA when available, else CPU", DEVICE, choices=("auto", "cuda", "cpu"),
+                         shorthands={"--use_cuda": "cuda"})
+    use_ddp: bool = option(False, "original study's flag: DDP on every GPU of this node (same as --gpus <GPU "
+                           "count>), or, when started by torchrun/srun, mark the worker as DDP (it is anyway)",
+                           DEVICE, flag="--use_ddp")
+    gpus: int | None = option(None, "processes on this node, one per GPU, started by PyTorch's elastic launcher "
+                              "(torchrun's machinery); on a machine without GPUs, N CPU processes over gloo. Not "
+                              "needed under torchrun or srun, whose environment says the ranks", DDP,
+                              type=positive_int)
+    nodes: int = option(1, "nodes in the job; run the same command on each, with the same --rdzv-endpoint", DDP,
+                        type=positive_int)
+    rdzv_endpoint: str | None = option(None, "rendezvous of a several-node job (a port on the first node)", DDP,
+                                       metavar="HOST:PORT")
+    rdzv_id: str | None = option(None, "rendezvous id shared by the nodes of one job (default: $SLURM_JOB_ID)", DDP)
+    dist_timeout: float = option(600.0, "seconds before a dead or hung rank ends the job (rendezvous and "
+                                 "collectives)", DDP, type=_positive_float, metavar="S")
+    grad_compress: str = option("none", "gradient all-reduce in 16 bits (PyTorch's compression hooks); pure "
+                                "fp16/bf16 models already reduce 16-bit gradients", DDP, identity=True,
+                                choices=("none", "fp16", "bf16"))
+    compile: str = option("none", "torch.compile the model (Inductor; on CPU its C++ backend needs a C++ "
+                          "compiler): default, max-autotune (slower compile, tuned kernels) or reduce-overhead "
+                          "(CUDA graphs on GPUs, as default on CPU); compile time is left out of images/s and "
+                          "logged as time/compile_s", MODEL, identity=True, choices=COMPILE_MODES)
+    out_dir: str = option("runs", "runs are written to OUT_DIR/NAME/ (checkpoint, W&B files)", OUTPUT)
+    project: str = option("precision-depth-gpus", "W&B project", OUTPUT)
+    entity: str | None = option(None, "W&B entity (user or team)", OUTPUT)
+    group: str | None = option(None, "W&B group (default: r{depth}-{precision})", OUTPUT)
+    name: str | None = option(None, "run name and folder name (default: r{depth}-{precision}-{run id})", OUTPUT)
+    tags: list[str] = option([], "W&B tags", OUTPUT, nargs="*")
+    wandb_mode: str | None = option(None, "default: $WANDB_MODE if set, else online when W&B credentials are "
+                                    "configured, else offline", OUTPUT, choices=("online", "offline", "disabled"))
+    log_every: int = option(50, "log window aggregates every N steps (and at each epoch's end)", OUTPUT,
+                            type=positive_int)
+    ckpt_every: int = option(0, "also checkpoint every N epochs (0: only at the end)", OUTPUT,
+                             type=_non_negative_int)
+    ckpt_artifact: bool = option(False, "log the final checkpoint as a W&B model artifact (no staging copy)", OUTPUT)
+    nvml_hz: float = option(10.0, "GPU telemetry samples per second from NVML, this process's GPU only (0: off)",
+                            OUTPUT, type=_non_negative_float)
+    wandb_stats_interval: float | None = option(None, "seconds between W&B's own system-metric samples (default: "
+                                                "W&B's, 15 s)", OUTPUT, type=_positive_float, metavar="S")
+    wandb_init_timeout: float = option(30.0, "online W&B: seconds to wait for the server before logging offline "
+                                       "instead (default 30)", OUTPUT, type=_positive_float, metavar="S")
+    resume: str | None = option(None, "continue from a checkpoint file or a run folder holding checkpoint.pt; "
+                                "'auto' (with --name): continue OUT_DIR/NAME if it has a checkpoint, start it if "
+                                "not, skip it if finished", OUTPUT, metavar="PATH|auto")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-# Every setting that changes a run's result, in one place: a resumed run must match its checkpoint on each of
-# these, and the report compares runs as one experiment only when they match (the seed aside). The rest of
-# RunConfig (out-dir, names, logging, NVML rate, W&B mode, --max-steps, which may extend a run) may change.
-EXPERIMENT_FLAGS = ("depth", "precision", "dataset", "batch_size", "optimizer", "lr", "lr_scaling", "momentum",
-                    "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers", "grad_compress",
-                    "compile")
+# Every setting that changes a run's result: a resumed run must match its checkpoint on each of these, and the
+# report compares runs as one experiment only when they match (the seed aside). The rest of RunConfig
+# (out-dir, names, logging, NVML rate, W&B mode, --max-steps, which may extend a run) may change.
+EXPERIMENT_FLAGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["identity"])
 
 
 # Settings that joined EXPERIMENT_FLAGS after runs had been checkpointed without them, each with the value those
@@ -152,40 +256,12 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
-def _bounded(convert, what: str, inclusive: bool):
-    """An argparse type: a finite number above 0 (or at least 0), with a message that names what was given."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or not (value >= 0 if inclusive else value > 0):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-
-    return parse
-
-
-positive_int = _bounded(int, "a positive integer", inclusive=False)
-_non_negative_int = _bounded(int, "an integer >= 0", inclusive=True)
-_positive_float = _bounded(float, "a positive number", inclusive=False)
-_non_negative_float = _bounded(float, "a number >= 0", inclusive=True)
-
-
-def _accuracy(text: str) -> float:
-    """An argparse type: a test accuracy as a fraction, 0 < x <= 1 (93% is 0.93)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1 (93% is 0.93), got {text}")
-    return value
+def option_flag(f: dataclasses.Field) -> str:
+    """The option's flag: --name-with-hyphens unless the spec names another."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
 
 def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
-    d = RunConfig()
     p = OneLineParser(
         prog=prog,
         description="Train a CIFAR-10 ResNet at one numeric precision and log time, memory, model size and "
@@ -193,112 +269,20 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
         "are accepted as aliases.",
         formatter_class=HelpFormatter,
     )
-    m = p.add_argument_group("model and precision")
-    m.add_argument("--depth", type=int, choices=DEPTHS, action=_Once, default=d.depth, help="ResNet depth (CIFAR layout)")
-    m.add_argument("--use_34", dest="depth", const=34, action=_Once, help="alias of --depth 34 (original study)")
-    m.add_argument("--use_50", dest="depth", const=50, action=_Once, help="alias of --depth 50 (original study)")
-    m.add_argument(
-        "--precision", choices=PRECISIONS, action=_Once, default=d.precision,
-        help="fp32: strict IEEE fp32, TF32 off for matmul and cuDNN conv; tf32: TF32 on for both (Ampere+ GPU); "
-        "amp_fp16: autocast fp16 + dynamic loss scaling; amp_bf16: autocast bf16, no scaler; "
-        "fp16: pure half weights/activations, BatchNorm in fp32, dynamic loss scaling; "
-        "bf16: pure bf16, BatchNorm in fp32",
-    )
-    m.add_argument("--compile", choices=COMPILE_MODES, default=d.compile,
-                   help="torch.compile the model (Inductor; on CPU its C++ backend needs a C++ compiler): "
-                   "default, max-autotune (slower compile, tuned kernels) or reduce-overhead (CUDA graphs on "
-                   "GPUs, as default on CPU); compile time is left out of images/s and logged as time/compile_s")
-    m.add_argument("--use_amp", dest="precision", const="amp_fp16", action=_Once, help="alias of --precision amp_fp16")
-    m.add_argument("--use_half", dest="precision", const="fp16", action=_Once, help="alias of --precision fp16")
-
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", "--epoch", type=positive_int, default=d.epochs, help="epochs to train")
-    t.add_argument("--max-steps", type=positive_int, default=d.max_steps,
-                   help="stop after this many optimizer steps (smoke runs, benchmarks); evaluation still runs at the end")
-    t.add_argument("--batch-size", "--batch_size", type=positive_int, default=d.batch_size,
-                   help="batch size per process")
-    t.add_argument("--lr", type=_positive_float, default=d.lr, help="peak learning rate")
-    t.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer,
-                   help="sgd uses --momentum; both use --weight-decay; fused kernels where the device has them")
-    t.add_argument("--momentum", type=_non_negative_float, default=d.momentum, help="SGD momentum")
-    t.add_argument("--weight-decay", type=_non_negative_float, default=d.weight_decay, help="weight decay")
-    t.add_argument("--lr-schedule", choices=("cosine", "constant"), default=d.lr_schedule,
-                   help="cosine: anneal per step from --lr to 0 over the run; constant: --lr throughout")
-    t.add_argument("--warmup-steps", type=_non_negative_int, default=d.warmup_steps,
-                   help="first steps left out of the run's images/s median (cuDNN autotuning, allocator warm-up)")
-    t.add_argument("--lr-scaling", choices=("none", "linear"), default=d.lr_scaling,
-                   help="linear: multiply --lr by the number of processes (the global batch grows with them); "
-                   "the effective value is recorded in the config")
-    t.add_argument("--target-acc", type=_accuracy, nargs="+", default=d.target_acc, metavar="ACC",
-                   help="test accuracies (fractions) whose training time, epoch, images and, on GPUs, energy the "
-                   "run records when it first reaches each (summary time_to_acc/<percent>); defaults are for "
-                   "real CIFAR-10")
-    t.add_argument("--stop-at-acc", type=_accuracy, default=d.stop_at_acc, metavar="ACC",
-                   help="end the run at the end of the first epoch whose test accuracy reaches ACC (recorded "
-                   "as its end: target_reached); a time-to-accuracy sweep needs no full --epochs")
-    t.add_argument("--seed", type=int, default=d.seed,
-                   help="seed for weights, shuffling and augmentation (repeat a point over seeds to get its spread)")
-
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=("cifar10", "synthetic"), default=d.dataset,
-                      help="synthetic: random images and labels of CIFAR-10's shape, for throughput only (no evaluation)")
-    data.add_argument("--data-dir", default=d.data_dir, help="folder holding cifar-10-batches-py/")
-    data.add_argument("--download", action="store_true", help="download CIFAR-10 into --data-dir (torchvision's downloader)")
-    data.add_argument("--loader", choices=("device", "torch"), default=d.loader,
-                      help="device: dataset resident on the training device, whole-batch augmentation there; "
-                      "torch: torchvision transforms in a DataLoader with --num-workers processes")
-    data.add_argument("--num-workers", "--num_workers", type=_non_negative_int, default=d.num_workers,
-                      help="DataLoader worker processes (--loader torch)")
-
-    dev = p.add_argument_group("device")
-    dev.add_argument("--device", choices=("auto", "cuda", "cpu"), action=_Once, default=d.device,
-                     help="auto: CUDA when available, else CPU")
-    dev.add_argument("--use_cuda", dest="device", const="cuda", action=_Once, help="alias of --device cuda")
-    dev.add_argument("--use_ddp", action="store_true",
-                     help="original study's flag: DDP on every GPU of this node (same as --gpus <GPU count>), "
-                     "or, when started by torchrun/srun, mark the worker as DDP (it is anyway)")
-
-    ddp = p.add_argument_group("several GPUs and nodes (DDP)")
-    ddp.add_argument("--gpus", type=positive_int, default=d.gpus,
-                     help="processes on this node, one per GPU, started by PyTorch's elastic launcher (torchrun's "
-                     "machinery); on a machine without GPUs, N CPU processes over gloo. Not needed under "
-                     "torchrun or srun, whose environment says the ranks")
-    ddp.add_argument("--nodes", type=positive_int, default=d.nodes,
-                     help="nodes in the job; run the same command on each, with the same --rdzv-endpoint")
-    ddp.add_argument("--rdzv-endpoint", default=d.rdzv_endpoint, metavar="HOST:PORT",
-                     help="rendezvous of a several-node job (a port on the first node)")
-    ddp.add_argument("--rdzv-id", default=d.rdzv_id,
-                     help="rendezvous id shared by the nodes of one job (default: $SLURM_JOB_ID)")
-    ddp.add_argument("--dist-timeout", type=_positive_float, default=d.dist_timeout, metavar="S",
-                     help="seconds before a dead or hung rank ends the job (rendezvous and collectives)")
-    ddp.add_argument("--grad-compress", choices=("none", "fp16", "bf16"), default=d.grad_compress,
-                     help="gradient all-reduce in 16 bits (PyTorch's compression hooks); pure fp16/bf16 "
-                     "models already reduce 16-bit gradients")
-
-    out = p.add_argument_group("output and tracking")
-    out.add_argument("--out-dir", default=d.out_dir, help="runs are written to OUT_DIR/NAME/ (checkpoint, W&B files)")
-    out.add_argument("--project", default=d.project, help="W&B project")
-    out.add_argument("--entity", default=d.entity, help="W&B entity (user or team)")
-    out.add_argument("--group", default=d.group, help="W&B group (default: r{depth}-{precision})")
-    out.add_argument("--name", default=d.name, help="run name and folder name (default: r{depth}-{precision}-{run id})")
-    out.add_argument("--tags", nargs="*", default=d.tags, help="W&B tags")
-    out.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=d.wandb_mode,
-                     help="default: $WANDB_MODE if set, else online when W&B credentials are configured, else offline")
-    out.add_argument("--log-every", type=positive_int, default=d.log_every,
-                     help="log window aggregates every N steps (and at each epoch's end)")
-    out.add_argument("--ckpt-every", type=_non_negative_int, default=d.ckpt_every,
-                     help="also checkpoint every N epochs (0: only at the end)")
-    out.add_argument("--ckpt-artifact", action="store_true",
-                     help="log the final checkpoint as a W&B model artifact (no staging copy)")
-    out.add_argument("--nvml-hz", type=_non_negative_float, default=d.nvml_hz,
-                     help="GPU telemetry samples per second from NVML, this process's GPU only (0: off)")
-    out.add_argument("--wandb-stats-interval", type=_positive_float, default=d.wandb_stats_interval, metavar="S",
-                     help="seconds between W&B's own system-metric samples (default: W&B's, 15 s)")
-    out.add_argument("--wandb-init-timeout", type=_positive_float, default=d.wandb_init_timeout, metavar="S",
-                     help="online W&B: seconds to wait for the server before logging offline instead (default 30)")
-    out.add_argument("--resume", default=d.resume, metavar="PATH|auto",
-                     help="continue from a checkpoint file or a run folder holding checkpoint.pt; 'auto' (with "
-                     "--name): continue OUT_DIR/NAME if it has a checkpoint, start it if not, skip it if finished")
+    groups = {title: p.add_argument_group(title) for title in GROUPS}
+    defaults = RunConfig()
+    for f in dataclasses.fields(RunConfig):
+        spec, group = f.metadata, groups[f.metadata["group"]]
+        kwargs = dict(spec["argparse"])
+        if f.default is False:
+            kwargs["action"] = "store_true"
+        elif spec["shorthands"]:
+            kwargs["action"] = _Once
+        group.add_argument(option_flag(f), *spec["aliases"], dest=f.name, default=getattr(defaults, f.name),
+                           help=spec["help"], **kwargs)
+        for shorthand, value in spec["shorthands"].items():
+            group.add_argument(shorthand, dest=f.name, const=value, action=_Once,
+                               help=f"alias of {option_flag(f)} {value} (original study)")
     return p
 
 
@@ -327,6 +311,45 @@ def _hyphenate(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     return out
 
 
+
+def markdown() -> str:
+    """docs/options.md: every option of RunConfig, by argparse group (`python -m train.runner.options --markdown`)."""
+    lines = ["# Options of `python train/run.py`", "",
+             "<!-- Generated from RunConfig in train/runner/options.py by "
+             "`python -m train.runner.options --markdown > docs/options.md`; edit the spec there, not this file. -->",
+             "", "Every option also answers to underscores (`--max_steps=3`): W&B sweeps write parameter names as "
+             "flags, and the original study spelled its flags that way. *Identity*: part of the experiment "
+             "identity — a resume must match its checkpoint on it, and the report compares runs as one experiment "
+             "only when they match (the seed aside)."]
+    defaults, parser = RunConfig(), build_parser()
+    for title in GROUPS:
+        lines += ["", f"## {title}", "", "| option | aliases | default | identity | help |", "|---|---|---|---|---|"]
+        for f in dataclasses.fields(RunConfig):
+            spec = f.metadata
+            if spec["group"] != title:
+                continue
+            aliases = [f"`{a}`" for a in spec["aliases"]]
+            aliases += [f"`{s}` (= `{option_flag(f)} {v}`)" for s, v in spec["shorthands"].items()]
+            cells = [f"`{_invocation(parser, option_flag(f))}`", ", ".join(aliases),
+                     _markdown_default(getattr(defaults, f.name)), "yes" if spec["identity"] else "", spec["help"]]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _invocation(parser: argparse.ArgumentParser, option: str) -> str:
+    """`--optimizer {sgd,adamw}`, `--epochs EPOCHS`, `--download`: the flag and its value as --help shows them."""
+    action = parser._option_string_actions[option]
+    if action.nargs == 0:
+        return option
+    return f"{option} {parser._get_formatter()._format_args(action, action.dest.upper())}"
+
+
+def _markdown_default(value) -> str:
+    if value is None or value is False or value == []:
+        return ""
+    return f"`{' '.join(map(str, value)) if isinstance(value, list) else value}`"
+
+
 def check_out_dir(path: str) -> None:
     """Fail before training, not after hours of it, when results could not be written."""
     try:
@@ -335,3 +358,10 @@ def check_out_dir(path: str) -> None:
         raise UsageError(f"--out-dir {path} cannot be created: {e.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"--out-dir {path} is not writable")
+
+
+if __name__ == "__main__":
+    cli = OneLineParser(prog="python -m train.runner.options", description="Print docs/options.md.")
+    cli.add_argument("--markdown", action="store_true", required=True, help="the options table in Markdown")
+    cli.parse_args()
+    sys.stdout.write(markdown())

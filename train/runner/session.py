@@ -32,7 +32,7 @@ from train.runner.claim import checkpoint_bytes, claimed
 from train.runner.console import Console
 from train.runner.loop import EpochSums, Training, fit, save_checkpoint
 from train.runner.options import RunConfig, check_out_dir, experiment
-from train.runner.resume import _ended_run, _how_it_ended, resolve_auto_resume
+from train.runner.resume import ResumePlan, plan_resume
 from train.runner.state import Progress, RngState, TrainingState
 from train.runner.tracking import NullTracker, Tracker, choose_mode
 
@@ -82,21 +82,16 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
     """One run in this process; `started`: when its set-up began (the process's start for a command-line run,
     whose imports count in time/setup_s), else now."""
     setup_started = time.perf_counter() if started is None else started
-    if cfg.resume == "auto":
-        cfg.resume = resolve_auto_resume(cfg)
-    if cfg.resume:
-        run_dir = cfg.resume if os.path.isdir(cfg.resume) else os.path.dirname(os.path.abspath(cfg.resume))
-        if _ended_run(run_dir):
-            # A run that reached its end (or diverged) is a result: never run again, never rewritten.
-            print(f"{run_dir} has already ended ({_how_it_ended(run_dir)}); nothing to do")
-            return {"finished_before": True}
-        cfg.resume = checkpoint.resolve(cfg.resume)
+    plan = plan_resume(cfg)
+    if plan.ended:
+        print(f"{plan.run_dir} has already ended ({plan.ended}); nothing to do")
+        return {"finished_before": True}
     if worker is not None:
         ranks, device = distributed.init(worker, cfg.device, cfg.dist_timeout)
     else:
         ranks, device = distributed.Ranks(), pick_device(cfg.device)
     try:
-        result = _train(cfg, ranks, device, stop or StopRequest(), setup_started)
+        result = _train(cfg, ranks, device, stop or StopRequest(), setup_started, plan)
         if result.get("preempted"):
             # Every rank exits 75 only once rank 0 has saved and finished W&B: one leaving first gets the
             # elastic agent to SIGTERM the others, and SIGKILL them 30 s later.
@@ -124,7 +119,7 @@ def provenance() -> dict:
 
 
 def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop: StopRequest,
-           setup_started: float | None = None) -> dict:
+           setup_started: float | None, plan: ResumePlan) -> dict:
     setup_started = time.perf_counter() if setup_started is None else setup_started
     turns = None if ranks.enabled else Turns.from_env()  # a benchmark's point: train in the turns it gives
     # Everything that can be refused is checked before anything is written.
@@ -160,7 +155,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
 
     # Rank 0 claims the run folder (a new one, or the one to resume) once everything above has passed; every
     # rank learns the run's id, name and folder, or the one line saying why not. The claim ends with the run.
-    with claimed(cfg, ranks, identity, checkpoint_bytes(model, cfg.optimizer, cfg.momentum)) as \
+    with claimed(cfg, plan, ranks, identity, checkpoint_bytes(model, cfg.optimizer, cfg.momentum)) as \
             (resumed, run_id, name, run_dir):
         ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
         model = model.to(device, memory_format=memory_format)
