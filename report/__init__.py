@@ -1,2 +1,3 @@
 """The study's report: runs (W&B project or offline folder) -> results.md/.csv, plots, report.html, W&B Report.
-Reads only the metric contract (README); never imports train/."""
+Of train/ it imports only the torch-free contract (train/contract/), never the runner, numerics, measurement or
+launching code."""
