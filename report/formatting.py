@@ -26,6 +26,7 @@ def placement(device: str, gpus: int) -> str:
 
 
 def point(config: dict) -> str | None:
+    """A run's point of the grid in words (precision, depth, placement), for the runs left out of the rows."""
     precision, depth = config.get("precision"), config.get("depth")
     if precision is None or depth is None:
         return None

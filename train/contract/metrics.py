@@ -1,5 +1,5 @@
-"""The metric contract: the W&B keys every run logs (README, "Metric contract"). The runner logs by these names,
-the report reads them, and the tests on both sides check them from here."""
+"""The metric contract: the W&B keys every run logs. The runner logs by these names, the report reads them,
+and the tests on both sides check them from here."""
 
 # Step metrics share the train/step axis; a key under one of these prefixes is a step metric.
 STEP_PREFIXES = ("train", "mem", "amp", "epoch", "test", "nvml", "comm", "dist", "precision")
