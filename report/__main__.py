@@ -5,7 +5,6 @@ SOURCE is a folder of W&B offline runs (read with W&B's own reader) or ENTITY/PR
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -13,28 +12,18 @@ from collections import Counter
 
 from report import plots
 from report.collect import SourceError, collect
+from report.compare import distinguishing
+from report.formatting import label, placement
+from report.prose import observations, original_table
 from report.provenance import provenance
-from report.table import (
-    build,
-    default_where,
-    distinguishing,
-    known_keys,
-    label,
-    observations,
-    original_table,
-    placement,
-)
+from report.rows import build, default_where, known_keys
 from report.write import write_csv, write_html, write_markdown
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
-        sys.exit(2)
+from train.contract.cli import OneLineParser
+from train.contract.errors import first_line
 
 
 def parse(argv):
-    p = _Parser(prog="python -m report", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p = OneLineParser(prog="python -m report", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("source", help="folder of offline runs (e.g. runs/) or ENTITY/PROJECT[/SWEEP_ID]")
     p.add_argument("--out", default="report_out", help="output folder (default: report_out)")
     p.add_argument("--group", help="W&B group to read (API source)")
@@ -118,7 +107,7 @@ def _publish(args) -> int:
 
         print(f"published: {publish(entity, project, 'Precision × depth × GPUs', args.group)}")
     except Exception as e:  # noqa: BLE001 - offline, no credentials, server refused: one line
-        print(f"--publish: not published: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"--publish: not published: {first_line(e)}", file=sys.stderr)
         return 1
     return 0
 

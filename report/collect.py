@@ -16,6 +16,9 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from train.contract import wandb_offline
+from train.contract.errors import first_line
+
 
 class SourceError(Exception):
     """The runs cannot be read: one line for the user."""
@@ -47,21 +50,11 @@ class Unreadable:
     reason: str  # one line
 
 
-def _core() -> str:
-    """W&B's own reader: the wandb-core binary that `wandb leet inspect` runs (called directly, it starts in
-    milliseconds rather than the Python CLI's half second, which matters for hundreds of runs)."""
-    from wandb.util import get_core_path
-
-    return get_core_path()
-
-
 def _inspect(segment: str, *flags: str) -> str:
-    run_file = glob.glob(os.path.join(segment, "*.wandb"))
-    if not run_file:
+    """W&B's own reader on one offline folder (train/contract/wandb_offline.py); its failure in one line."""
+    if wandb_offline.run_file(segment) is None:
         raise SourceError(f"{segment} holds no .wandb file")
-    out = subprocess.run([_core(), "leet", "inspect", "--no-observability", *flags, "--json",
-                          "--run-file", run_file[0], os.path.dirname(segment)],
-                         capture_output=True, text=True, timeout=120)
+    out = wandb_offline.inspect(segment, *flags)
     if out.returncode != 0:
         last = out.stderr.strip().splitlines()[-1:] or [f"exit status {out.returncode}"]
         raise SourceError(f"W&B's reader could not read it: {last[0].removeprefix('Error: ')}")
@@ -69,15 +62,12 @@ def _inspect(segment: str, *flags: str) -> str:
 
 
 def _records(segment: str):
-    for line in _inspect(segment).splitlines():
-        if line.strip():
-            yield json.loads(line)
+    yield from wandb_offline.records(_inspect(segment))
 
 
 def _summary(segment: str) -> dict | Unreadable:
     """The reader's summary of one folder, or why it cannot be read."""
-    files = glob.glob(os.path.join(segment, "*.wandb"))
-    where = files[0] if files else segment
+    where = wandb_offline.run_file(segment) or segment
     try:
         s = json.loads(_inspect(segment, "--summary"))
     except SourceError as e:
@@ -134,7 +124,7 @@ def from_wandb(path: str, group: str | None = None, sweep: str | None = None) ->
         api = wandb.Api(timeout=60)
         runs = list(api.runs("/".join(parts), filters=filters, per_page=500))
     except Exception as e:  # noqa: BLE001 - no network, no credentials, no such project: one line
-        raise SourceError(f"cannot read {path} from W&B: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+        raise SourceError(f"cannot read {path} from W&B: {first_line(e)}") \
             from None
     return [Run(id=r.id, name=r.name, state=r.state, config={k: v for k, v in r.config.items() if not k.startswith("_")},
                 summary=dict(r.summary_metrics), api_run=r) for r in runs]

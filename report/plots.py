@@ -12,17 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from report.table import (  # noqa: E402
-    FOLLOW_WORLD_SIZE,
-    PRECISION_ORDER,
-    SHORT_MARK,
-    Row,
-    distinguishing,
-    fmt,
-    label,
-    placement,
-    study,
-)
+from report.columns import SHORT_MARK  # noqa: E402
+from report.compare import FOLLOW_WORLD_SIZE, distinguishing  # noqa: E402
+from report.formatting import fmt, label, placement  # noqa: E402
+from report.rows import Row, study  # noqa: E402
+from train.contract.experiment import PRECISIONS as PRECISION_ORDER  # noqa: E402
 
 COLOURS = dict(zip(PRECISION_ORDER, ["#4c72b0", "#8172b3", "#dd8452", "#c44e52", "#55a868", "#937860"]))
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from multiprocessing import Pool
 
-PRECISIONS = ["fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16"]
+from train.contract.experiment import PRECISIONS
 
 
 def _make(args):

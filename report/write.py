@@ -8,7 +8,10 @@ import html
 import json
 import os
 
-from report.table import SHORT_MARK, Row, all_columns, cell, column_info, common, differing, measured, short_note
+from report.columns import SHORT_MARK, all_columns, column_info, measured
+from report.compare import common, differing
+from report.formatting import cell, short_note
+from report.rows import Row
 
 
 def csv_rows(rows: list[Row]) -> list[list]:

@@ -271,7 +271,7 @@ def captured_plots(monkeypatch, runs):
     """The plots' matplotlib figures, kept open to read their labels, error bars and ticks."""
     from report import plots
     from report.collect import from_folder
-    from report.table import build
+    from report.rows import build
 
     figures = {}
     monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: figures.setdefault(name, fig) and name)

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from metric_contract import (
     SUMMARY_KEYS,
 )
 
+from train.contract import wandb_offline
 from train.contract.errors import UsageError
 from train.runner import checkpoint
 from train.runner.options import parse_args
@@ -62,12 +62,8 @@ def test_pure_bf16_checkpoint_is_about_half_of_fp32(tmp_path):
 
 
 def _inspect(run_dir, *flags):
-    """W&B's own reader on a run folder's one offline run (or on an offline-run folder itself).
-
-    The reader is wandb-core's `leet inspect`, called directly: `wandb leet inspect` runs the same binary with the
-    same output, but its Python start costs ~0.5 s a call (against ~0.01 s), and the suite reads runs ~50 times."""
-    from wandb.util import get_core_path
-
+    """W&B's own reader (train/contract/wandb_offline.py) on a run folder's one offline run (or on an
+    offline-run folder itself)."""
     if os.path.basename(str(run_dir)).startswith("offline-run-"):
         target = str(run_dir)
     else:
@@ -76,9 +72,8 @@ def _inspect(run_dir, *flags):
         target = os.path.join(run_dir, "wandb", wandb_dirs[0])
     run_files = [f for f in os.listdir(target) if f.endswith(".wandb")]
     assert len(run_files) == 1, run_files
-    out = subprocess.run([get_core_path(), "leet", "inspect", "--no-observability", *flags, "--json", "--run-file",
-                          os.path.join(target, run_files[0]), os.path.dirname(target)],
-                         capture_output=True, text=True, check=True, timeout=120)
+    out = wandb_offline.inspect(target, *flags)
+    assert out.returncode == 0, out.stderr
     return out.stdout
 
 

@@ -27,7 +27,7 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, RunFailed, UsageError  # noqa: E402
+from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, RunFailed, UsageError, first_line  # noqa: E402
 from train.launch import elastic  # noqa: E402
 from train.launch.signals import StopRequest  # noqa: E402
 from train.runner.options import RunConfig, check_out_dir  # noqa: E402
@@ -106,7 +106,7 @@ def _is_collective_failure(e: BaseException) -> bool:
 
 
 def _innermost(e: BaseException) -> str:
-    return str(e).split("RuntimeError: ")[-1].splitlines()[0][:300]
+    return first_line(str(e).split("RuntimeError: ")[-1])[:300]
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 
 from train.benchmark.turns import ENV as TURNS_ENV
 from train.contract.errors import UsageError
+from train.contract.files import RESULT_FILE
 from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, positive_int
 
 RUNNER = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")]  # as users start it
 BARE = ["-m", "train.benchmark.bare"]
 TURN_KEYS = ("train/images_per_s", "wall_s", "step_times")  # a round's own figures; the rest of a row is the point's run
-RESULT_FILE = "result.json"  # train.checkpoint.RESULT_FILE, without importing torch before the flags are parsed
 BARE_GOAL = {"cpu": 0.97, "cuda": 0.99}  # the runner's speed as a share of the bare loop's, at least
 
 

@@ -1,2 +1,3 @@
-"""Torch-free facts both sides share: exit statuses and the one-line error types (train/ and report/ import this,
-never each other)."""
+"""Torch-free facts both sides share (train/ writes by them, report/ and tests/ read by them; neither imports the
+other): metric keys, experiment identity, files, the W&B offline reader, one-line errors and the one-line parser.
+Importing any of it loads no torch, numpy, wandb or matplotlib (tests/test_contract.py checks)."""

@@ -12,7 +12,9 @@ import sys
 import time
 import uuid
 
-from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
+from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError, first_line
+from train.contract.files import atomic_write
+from train.launch.signals import STOP_SIGNALS
 
 
 def worker_env() -> dict | None:
@@ -117,7 +119,7 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
         return 128 + e.sigval
     except Exception as e:  # noqa: BLE001 - rendezvous timeouts and the like, in one line
         print(f"error: the {gpus * nodes}-process job failed: {type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+              f"{first_line(e, empty='')}", file=sys.stderr)
         return 1
     finally:
         for sig, handler in previous.items():
@@ -126,7 +128,6 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
 
 
 COLLECTIVE_FAILED = "a collective failed"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # checkpoint and exit 75 (train/run.py's StopRequest)
 _AGENT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # the elastic agent stops the workers
 
 
@@ -172,10 +173,7 @@ def record_error(message: str) -> None:
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         try:  # whole or not at all: the agent parses it as soon as this process is gone
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                json.dump({"message": message, "timestamp": int(time.time())}, f)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: json.dump({"message": message, "timestamp": int(time.time())}, f))
         except OSError:
             pass
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import signal
 
+# Checkpoint and exit 75: StopRequest's in each worker; the elastic launcher passes them on to its workers.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
 
 class StopRequest:
     """SIGTERM or SIGUSR1 (Slurm's warning before the time limit, scancel, preemption): finish the current step,
@@ -21,6 +24,6 @@ class StopRequest:
         return self.signal is not None
 
     def install(self) -> "StopRequest":
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self)
         return self

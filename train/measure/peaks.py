@@ -7,6 +7,8 @@ tables. The H200 has the H100 SXM's compute.
 
 from __future__ import annotations
 
+from train.contract.experiment import PRECISIONS
+
 # GPU name fragment -> (fp32, tf32, 16-bit) dense FLOP/s; the first fragment found in the name wins.
 PEAKS = [
     ("H200", (66.9e12, 494.7e12, 989.4e12)),
@@ -14,7 +16,7 @@ PEAKS = [
     ("H100", (66.9e12, 494.7e12, 989.4e12)),
     ("A100", (19.5e12, 156e12, 312e12)),
 ]
-PRECISION_CLASS = {"fp32": 0, "tf32": 1, "amp_fp16": 2, "amp_bf16": 2, "fp16": 2, "bf16": 2}
+PRECISION_CLASS = {p: {"fp32": 0, "tf32": 1}.get(p, 2) for p in PRECISIONS}  # the others compute in 16 bits
 
 
 def peak_flops(device_name: str, precision: str) -> float | None:

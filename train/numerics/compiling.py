@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from train.contract.errors import RunFailed, UsageError
+from train.contract.errors import RunFailed, UsageError, first_line
 
 
 def check(mode: str, device: torch.device) -> None:
@@ -69,9 +69,7 @@ def _innermost(e: BaseException) -> tuple[str, bool]:
         lines = [line.strip() for line in str(e.output).splitlines() if line.strip()]
         said = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "no output")
         return f"the C++ compiler failed on Inductor's code: {said}"[:400], True
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else "no message"
-    return f"{type(e).__name__}: {first}"[:400], isinstance(e, InvalidCxxCompiler)
+    return f"{type(e).__name__}: {first_line(e, empty='no message')}"[:400], isinstance(e, InvalidCxxCompiler)
 
 
 class _StepMarked(torch.nn.Module):

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from train.contract.errors import UsageError
+from train.contract.errors import UsageError, first_line
 
 LAYOUTS = {
     18: ("BasicBlock", [2, 2, 2, 2]),
@@ -25,7 +25,7 @@ def _torchvision_resnet():
         from torchvision.models import resnet as tv
     except (ImportError, RuntimeError, OSError) as e:
         # Typically a torchvision built for another torch (a CPU-only torch under PyPI's CUDA torchvision).
-        raise UsageError(f"torchvision does not load with torch {torch.__version__} ({str(e).splitlines()[0]}); "
+        raise UsageError(f"torchvision does not load with torch {torch.__version__} ({first_line(e)}); "
                          "install both from requirements.txt into a fresh virtual environment") from None
     return tv
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from train.contract.errors import UsageError
+from train.contract.errors import UsageError, first_line
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,7 @@ class Precision:
         try:
             _probe_step(self, device)
         except Exception as e:  # noqa: BLE001 - any failure here means "this device cannot run it"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"precision {self.name} cannot run on {where}: {first}") from None
+            raise UsageError(f"precision {self.name} cannot run on {where}: {first_line(e)}") from None
 
 
 def _describe(device: torch.device) -> str:

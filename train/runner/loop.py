@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from train.contract.metrics import target_key
 from train.launch import distributed
 from train.launch.distributed import Ranks
 from train.measure.aggregates import RunAggregates
@@ -355,11 +356,6 @@ def end_reason(p: Progress) -> str:
     if p.diverged_at_step is not None:
         return "diverged"
     return p.end or "finished"
-
-
-def target_key(target: float) -> str:
-    """time_to_acc/93 for 0.93, time_to_acc/93_5 for 0.935: a percentage, no dot in the key."""
-    return f"time_to_acc/{round(100 * target, 4):g}".replace(".", "_")
 
 
 def time_to_accuracy(curve: list | None, targets) -> dict:

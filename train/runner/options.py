@@ -11,13 +11,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from train.contract.cli import OneLineParser
 from train.contract.errors import UsageError
+from train.contract.experiment import DEFAULT_TARGETS, EXPERIMENT_DEFAULTS, PRECISIONS
 
-PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16")
 DEPTHS = (18, 34, 50)
-# Test accuracies whose time (and images, energy) a run records when it first reaches them: MLPerf's and
-# DAWNBench's 94% for CIFAR-10, and lower milestones that every precision should pass. For real CIFAR-10 only.
-DEFAULT_TARGETS = (0.80, 0.90, 0.93, 0.94)
 # torch.compile of the model (forward and backward): none (eager), Inductor's default, max-autotune (longer
 # compile, tuned kernels), reduce-overhead (CUDA graphs on GPUs; the same as default on CPU).
 COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")
@@ -183,12 +181,6 @@ class RunConfig:
 EXPERIMENT_FLAGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["identity"])
 
 
-# Settings that joined EXPERIMENT_FLAGS after runs had been checkpointed without them, each with the value those
-# runs ran with: a checkpoint from before --compile is of an eager run, and resumes as `--compile none`.
-# (report/table.py keeps the same list for the report, which does not import train/.)
-EXPERIMENT_DEFAULTS = {"compile": "none"}
-
-
 def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: str) -> dict:
     """The run's experiment identity: EXPERIMENT_FLAGS plus what the flags alone do not fix."""
     out = {key: getattr(cfg, key) for key in EXPERIMENT_FLAGS}
@@ -215,14 +207,6 @@ def differences(saved: dict, now: dict) -> list[str]:
     """'key: was A, now B' for every identity key that differs (keys missing on one side count)."""
     return [f"{key} {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
             if saved.get(key) != now.get(key)]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (no usage block), exit status 2."""
-
-    def error(self, message: str):
-        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
-        sys.exit(2)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -17,6 +17,7 @@ import torch
 
 from train.benchmark.turns import Turns
 from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError
+from train.contract.files import atomic_write
 from train.launch import distributed
 from train.launch.signals import StopRequest
 from train.measure import nvml
@@ -300,7 +301,5 @@ def relog(tracker: Tracker, backlog: Backlog, step: int, say) -> None:
 
 
 def write_result(path: str, result: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1, default=str)
-    os.replace(tmp, path)
+    """result.json, whole and durable: its presence marks the run as ended (reruns skip it)."""
+    atomic_write(path, lambda f: json.dump(result, f, indent=1, default=str))

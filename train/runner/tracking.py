@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import netrc
 import os
 import shutil
@@ -16,9 +15,12 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
-# Step metrics share the train/step axis (the suite's metric contract, docs/metric-contract.md). Their summaries are the
-# whole run's, written by the runner at the end from its training state (W&B's cover one process only).
-STEP_PREFIXES = ("train", "mem", "amp", "epoch", "test", "nvml", "comm", "dist", "precision")
+from train.contract import wandb_offline
+from train.contract.errors import first_line
+from train.contract.metrics import STEP_PREFIXES
+
+# Step metrics' summaries are the whole run's, written by the runner at the end from its training state
+# (W&B's cover one process only).
 STEP_SUMMARY = "mean,min,max,last"
 
 
@@ -90,7 +92,7 @@ def _reason(e: object) -> str:
         return f"DNS lookup failed ({e.strerror or e})"
     if isinstance(e, (TimeoutError, socket.timeout)):
         return "no answer (timed out)"
-    return (getattr(e, "strerror", None) or str(e) or type(e).__name__).splitlines()[0]
+    return first_line(getattr(e, "strerror", None) or e)
 
 
 class Tracker:
@@ -127,7 +129,7 @@ class Tracker:
                 try:
                     self.run = wandb.init(mode="online", settings=settings(left), **kwargs)
                 except Exception as e:  # noqa: BLE001 - server down or slow, bad key: keep the run, go offline
-                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    first = first_line(e)
                     why = f"{why}, but the online start failed after {time.monotonic() - started:.0f} s: {first}"
                     self._abandon_online_start(earlier)
                     problem = first
@@ -189,23 +191,16 @@ class Tracker:
     def held_history(self) -> list[dict]:
         """The history records the run's earlier offline segments hold on disk, read with W&B's own reader.
         A segment the reader cannot read counts as holding nothing, as the report counts it."""
-        from wandb.util import get_core_path
-
         held = []
         for folder in sorted(glob.glob(os.path.join(self.run_dir, "wandb", "offline-run-*"))):
-            files = glob.glob(os.path.join(folder, "*.wandb"))
-            if os.path.realpath(folder) == os.path.realpath(self.segment) or not files:
+            if os.path.realpath(folder) == os.path.realpath(self.segment) or wandb_offline.run_file(folder) is None:
                 continue
             try:
-                out = subprocess.run([get_core_path(), "leet", "inspect", "--no-observability", "--json",
-                                      "--run-file", files[0], os.path.dirname(folder)],
-                                     capture_output=True, text=True, timeout=120)
+                out = wandb_offline.inspect(folder)
             except (OSError, subprocess.SubprocessError):
                 continue
-            for line in out.stdout.splitlines() if out.returncode == 0 else []:
-                record = json.loads(line) if line.strip() else {}
-                if record.get("type") == "history":
-                    held.append(record["history"]["item"])
+            if out.returncode == 0:
+                held += wandb_offline.history(out.stdout)
         return held
 
     def summarise(self, values: dict) -> None:

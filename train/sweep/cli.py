@@ -23,8 +23,8 @@ import sys
 
 import yaml
 
-from train.contract.errors import EXIT_DIVERGED, UsageError
-from train.runner.checkpoint import RESULT_FILE
+from train.contract.errors import EXIT_DIVERGED, UsageError, first_line
+from train.contract.files import RESULT_FILE
 from train.runner.options import OneLineParser, positive_int
 from train.runner.options import build_parser as runner_parser
 
@@ -39,7 +39,7 @@ def load(path: str) -> dict:
     except OSError as e:
         raise UsageError(f"cannot read sweep file {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise UsageError(f"sweep file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"sweep file {path} is not valid YAML: {first_line(e)}") from None
     if not isinstance(config, dict) or not isinstance(config.get("parameters"), dict) or not config["parameters"]:
         raise UsageError(f"sweep file {path} has no 'parameters' mapping")
     if config.get("method") != "grid":

@@ -1,0 +1,75 @@
+"""How the report writes things: a figure in its column's format, a cell with its spread and flag, a row and
+where it ran in words."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from report.columns import SHORT_MARK, SHORT_RUN_STEPS
+from report.figures import device, world_size
+
+if TYPE_CHECKING:
+    from report.rows import Row
+
+MIXED = "(varies)"  # a setting that differs between the runs of a --group-by row
+
+
+def placement(device: str, gpus: int) -> str:
+    """'CPU', '1 GPU', '4 GPUs': where a row ran, in words."""
+    if device == "cpu":
+        return "CPU" if gpus <= 1 else f"CPU ×{gpus}"
+    if device == MIXED:  # a --group-by row pooling CPU and GPU runs
+        return f"CPU and GPU, {gpus} process(es)" if gpus else "CPU and GPU " + MIXED
+    if not gpus:
+        return "GPUs " + MIXED
+    return f"{gpus} GPU" + ("s" if gpus != 1 else "")
+
+
+def point(config: dict) -> str | None:
+    """A run's point of the grid in words (precision, depth, placement), for the runs left out of the rows."""
+    precision, depth = config.get("precision"), config.get("depth")
+    if precision is None or depth is None:
+        return None
+    return f"{precision}, ResNet-{depth}, {placement(device(config), world_size(config))}"
+
+
+def label(row: Row, keys: list[str]) -> str:
+    """The row in words: its precision, then the settings that tell it apart from its neighbours."""
+    extra = ", ".join(f"{k} {show(row.facts.get(k))}" for k in keys)
+    return row.precision + (f" ({extra})" if extra else "")
+
+
+def show(value) -> str:
+    return "" if value is None else str(value)
+
+
+def fmt(column: str, value) -> str:
+    if value is None:
+        return ""
+    if column.endswith("bytes_per_s"):
+        return f"{value / 1e9:.2f}"
+    if column in ("images_per_s", "images_per_s_per_gpu"):
+        return f"{value:,.0f}"
+    if column == "speedup_vs_fp32" or column.startswith("tta_speedup"):
+        return f"{value:.2f}"
+    if column.startswith("tta_epochs"):
+        return f"{value:g}"
+    if column == "energy_per_image_j":
+        return f"{value:.4f}"
+    return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
+def cell(row: Row, column: str) -> str:
+    text = fmt(column, row.values.get(column))
+    lo_hi = row.spread.get(column)
+    if text and lo_hi and len(row.runs) > 1 and lo_hi[0] != lo_hi[1]:
+        text += f" ({fmt(column, lo_hi[0])}–{fmt(column, lo_hi[1])})"
+    if text and column in row.flagged:
+        text += f" {SHORT_MARK}"
+    return text
+
+
+def short_note() -> str:
+    return (f"{SHORT_MARK} too short to measure: fewer than {SHORT_RUN_STEPS} timed steps after warm-up "
+            f"(train/timed_steps); its images/s and the ratios built on it are not reliable and are left out "
+            f"of the Observations.")

@@ -1,0 +1,93 @@
+"""The report's generated text: the study's original table and the Observations, measured ratios against fp32
+in sentences (no canned prose)."""
+
+from __future__ import annotations
+
+from report.columns import COLUMNS, SHORT_MARK, pct_order
+from report.compare import distinguishing
+from report.formatting import fmt, label, placement
+from report.rows import Row, study
+
+
+def original_table(rows: list[Row], depth, where: tuple[str, int]) -> list[list[str]]:
+    """The study's table as it was: Precision | Training Time | Model Size | Bandwidth."""
+    out = [["Precision", "Training Time (s)", "Model Size (MiB)", "Bandwidth (GB/s)"]]
+    at = study(rows, depth, where)
+    keys = distinguishing(at)
+    for row in at:
+        bandwidth = row.values.get("nvlink_bytes_per_s") if row.gpus > 1 else None
+        bandwidth = bandwidth or row.values.get("pcie_bytes_per_s") or row.values.get("busbw_bytes_per_s")
+        out.append([label(row, keys) + (f" {SHORT_MARK}" if row.short else ""),
+                    fmt("train_time_s", row.values.get("train_time_s")),
+                    fmt("ckpt_mib", row.values.get("ckpt_mib")), fmt("pcie_bytes_per_s", bandwidth)])
+    return out
+
+
+def observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
+    """Measured ratios against fp32 at one depth and placement, as sentences: no canned prose."""
+    at = study(rows, depth, where)
+    keys = distinguishing(at)
+    place = placement(*where)
+    bases = [r for r in at if r.precision == "fp32"]
+    if not bases:
+        return (f"No finished fp32 run at ResNet-{depth} on {place}: ratios need it as the baseline. "
+                f"Precisions present: {', '.join(dict.fromkeys(r.precision for r in at)) or 'none'}.")
+    sentences, short = [], [label(r, keys) for r in at if r.short]
+    unmatched = [label(r, keys) for r in at if r.precision != "fp32" and r.base is None]
+    for row in at:
+        if row.precision == "fp32" or row.base is None or row.short or row.base.short:
+            continue
+        base, parts = row.base, []
+        for column, what in (("images_per_s", "throughput"), ("ckpt_mib", "checkpoint size"),
+                             ("peak_mem_gib", "peak memory"), ("pcie_bytes_per_s", "PCIe traffic"),
+                             ("energy_per_image_j", "energy per image")):
+            a, b = row.values.get(column), base.values.get(column)
+            if a is not None and b:
+                parts.append(f"{what} {a / b:.2f}× fp32's ({fmt(column, a)} vs {fmt(column, b)}"
+                             f"{' ' + COLUMNS[column][1] if COLUMNS[column][1] else ''})")
+            if column == "images_per_s":  # how fast it learns, right beside how fast it processes images
+                parts += _tta_parts(row, base)
+        a, b = row.values.get("best_test_acc"), base.values.get("best_test_acc")
+        if a is not None and b is not None:
+            parts.append(f"best test accuracy {a - b:+.1f} points ({a:.1f}% vs {b:.1f}%)")
+        a = row.values.get("lost_update_pct")
+        if a is not None:
+            b = base.values.get("lost_update_pct")
+            parts.append(f"{fmt('lost_update_pct', a)}% of weight updates rounded away "
+                         f"(fp32: {fmt('lost_update_pct', b) + '%' if b is not None else 'not measured'})")
+        if parts:
+            sentences.append(f"{label(row, keys)}: " + "; ".join(parts) + ".")
+    left_out = (f" Left out, too short to measure ({SHORT_MARK}): {', '.join(short)}." if short else "")
+    if unmatched:
+        left_out += f" No fp32 row with the same settings for: {', '.join(unmatched)}."
+    if not sentences:
+        return f"Nothing to compare with fp32 at ResNet-{depth} on {place} yet." + left_out
+    return (f"At ResNet-{depth} on {place}, medians over the runs of each row against the fp32 row with the same "
+            f"settings — " + " ".join(sentences) + left_out)
+
+
+def _tta_parts(row: Row, base: Row) -> list[str]:
+    """Time to accuracy against fp32: the highest target both reached (time, epochs, energy), and targets fp32
+    reached that this row did not. Only measured crossings; a target not reached is said so, never estimated."""
+    parts = []
+    both = [pct for pct in row.tta if row.values.get(f"tta_s_{pct}") and base.values.get(f"tta_s_{pct}")]
+    if both:
+        pct = max(both, key=pct_order)
+        a, b = row.values[f"tta_s_{pct}"], base.values[f"tta_s_{pct}"]
+        speed = b / a
+        text = (f"time to {pct.replace('_', '.')}% {speed:.2f}× fp32's speed" if speed >= 1
+                else f"time to {pct.replace('_', '.')}% {1 / speed:.2f}× fp32's time")
+        text += f" ({fmt('tta_s', a)} vs {fmt('tta_s', b)} s"
+        ea, eb = row.values.get(f"tta_epochs_{pct}"), base.values.get(f"tta_epochs_{pct}")
+        if ea and eb:
+            more = 100 * (ea / eb - 1)
+            text += (f"; {ea:g} vs {eb:g} epochs, {abs(more):.0f}% {'more' if more > 0 else 'fewer'}" if round(more)
+                     else f"; the same {ea:g} epochs")
+        ja, jb = row.values.get(f"tta_energy_kj_{pct}"), base.values.get(f"tta_energy_kj_{pct}")
+        if ja is not None and jb:
+            text += f"; energy {ja / jb:.2f}× fp32's"
+        parts.append(text + ")")
+    for pct, (reached, asked) in row.tta.items():
+        if base.values.get(f"tta_s_{pct}") and asked and reached < asked:
+            parts.append(f"{pct.replace('_', '.')}% reached by {reached} of {asked} run(s), which fp32 reached")
+    return parts
