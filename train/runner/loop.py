@@ -48,6 +48,8 @@ class Plan:
 
 @dataclass
 class Training:
+    """What fit works with: the state it advances, the model that steps, and the components it asks."""
+
     state: TrainingState  # every part a restart must keep; the loop reads each from it
     model: torch.nn.Module  # the model that steps: compiled and/or DDP-wrapped (state.model is the bare module)
     policy: Precision
@@ -107,7 +109,7 @@ def fit(t: Training) -> dict:
         if _end_epoch(t, epoch, clock.elapsed()):
             break
         finished_epoch = loader.step == 0
-        if finished_epoch and t.plan.continues(progress.step, loader.epoch):  # the last one is written at the end
+        if finished_epoch and t.plan.continues(progress.step, loader.epoch):  # the run's end writes the last
             t.checkpointer.save(loader.epoch)
     return summary(t)
 

@@ -64,7 +64,6 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
         distributed.shutdown(ranks)
 
 
-
 @dataclass
 class Built:
     """What is built before the run folder is claimed; none of it has written anything."""
@@ -94,7 +93,8 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     data = setup.build_data(cfg, policy, device, ranks)
     identity = experiment(cfg, world_size=ranks.world_size, train_images=len(data.train_split), device=device.type)
     model, model_facts = setup.build_model(cfg, policy)
-    built = Built(cfg, ranks, device, stop, hooks, policy, backend_flags, data, model, model_facts, identity)
+    built = Built(cfg=cfg, ranks=ranks, device=device, stop=stop, hooks=hooks, policy=policy,
+                  backend_flags=backend_flags, data=data, model=model, model_facts=model_facts, identity=identity)
 
     # Rank 0 claims the run folder (a new one, or the one to resume) once everything above has passed; every
     # rank learns the run's id, name and folder, or the one line saying why not. The claim ends with the run.
