@@ -261,7 +261,7 @@ def test_the_grid_has_a_seed_axis_and_repeats_over_seeds():
 
 
 def test_the_last_window_finds_a_weight_that_is_not_finite_though_every_loss_was():
-    from train.runner.loop import _first_non_finite
+    from train.runner.divergence import _first_non_finite
 
     losses = [torch.tensor(2.3), torch.tensor(2.2)]
     weights = [torch.ones(4, 3, dtype=torch.bfloat16), torch.ones(7)]

@@ -120,7 +120,7 @@ def test_a_target_reached_but_not_yet_saved_as_ended_trains_no_further_on_resume
     old = Progress()
     old.load_state_dict({"step": 15})  # a checkpoint from before the curve was kept
     assert old.curve is None
-    from train.runner.loop import time_to_accuracy
+    from train.runner.evaluation import time_to_accuracy
     assert time_to_accuracy(None, [0.3]) == {}  # unknown, not "not reached"
 
 
@@ -187,6 +187,6 @@ def test_the_stop_target_is_a_target_and_defaults_are_cifar10s():
     assert parse_args([]).target_acc == [0.8, 0.9, 0.93, 0.94]
     assert parse_args(["--stop-at-acc", "0.95"]).target_acc == [0.8, 0.9, 0.93, 0.94, 0.95]
     assert parse_args(["--target-acc", "0.5"]).target_acc == [0.5]
-    from train.runner.loop import target_key
+    from train.runner.evaluation import target_key
     assert (target_key(0.93), target_key(0.935), target_key(0.8)) == ("time_to_acc/93", "time_to_acc/93_5",
                                                                        "time_to_acc/80")

@@ -115,7 +115,7 @@ def test_offline_run_reads_back_with_wandbs_own_reader(cifar_dir, tmp_path):
 
 def test_skipped_steps_are_counted_when_gradients_overflow():
     from train.numerics.precision import make_optimizer
-    from train.runner.loop import SkippedSteps
+    from train.runner.window import SkippedSteps
 
     model = torch.nn.Linear(4, 2)
     opt = make_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=0.0)

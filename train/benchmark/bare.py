@@ -14,76 +14,75 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
 from train.benchmark.turns import Turns
-from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, positive_int
+from train.contract.errors import UsageError
+from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, RunConfig, positive_int
 
 _PROCESS_STARTED = time.perf_counter()
+RUNNER = RunConfig()  # the runner's defaults, for what the bare loop's flags leave alone
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m train.benchmark.bare", description=__doc__.split("\n\n")[0])
-    p.add_argument("--depth", type=int, choices=DEPTHS, default=18)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--depth", type=int, choices=DEPTHS, default=RUNNER.depth)
+    p.add_argument("--precision", choices=PRECISIONS, default=RUNNER.precision)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--steps", type=positive_int, default=8)
     p.add_argument("--warmup-steps", type=int, default=2)
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    p.add_argument("--loader", choices=("device", "torch"), default="device")
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--compile", choices=COMPILE_MODES, default="none")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default=RUNNER.device)
+    p.add_argument("--loader", choices=("device", "torch"), default=RUNNER.loader)
+    p.add_argument("--num-workers", type=int, default=RUNNER.num_workers)
+    p.add_argument("--compile", choices=COMPILE_MODES, default=RUNNER.compile)
+    p.add_argument("--seed", type=int, default=RUNNER.seed)
+    p.add_argument("--lr", type=float, default=RUNNER.lr)
     p.add_argument("--out", help="write the result here as JSON (else print it)")
     return p
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The runner's configuration of a benchmark point (synthetic data, --max-steps): what the bare loop's
+    flags set, and the runner's defaults (optimizer, momentum, weight decay, schedule, epochs) for the rest."""
+    return RunConfig(depth=args.depth, precision=args.precision, batch_size=args.batch_size, max_steps=args.steps,
+                     warmup_steps=args.warmup_steps, device=args.device, loader=args.loader,
+                     num_workers=args.num_workers, compile=args.compile, seed=args.seed, lr=args.lr,
+                     dataset="synthetic")
 
 
 def run(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from train.launch.distributed import Ranks
     from train.measure.timing import StepTimer, Throughput
-    from train.numerics import compiling, data, precision
-    from train.numerics.models import resnet
+    from train.numerics import compiling
+    from train.runner import setup
 
-    cuda = args.device != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-    policy = precision.get(args.precision)
-    policy.set_backend_flags()
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
-    loader_args = dict(batch_size=args.batch_size, device=device, dtype=policy.input_dtype,
-                       memory_format=memory_format, seed=args.seed)
-    if args.loader == "device":
-        loader = data.DeviceLoader(data.synthetic(args.seed), train=True, **loader_args)
-    else:
-        loader = data.TorchLoader(data.synthetic(args.seed), train=True, num_workers=args.num_workers, **loader_args)
-    torch.manual_seed(args.seed)
-    bare_model = policy.prepare(resnet(args.depth).to(device, memory_format=memory_format))
-    optimizer = precision.make_optimizer(bare_model, "sgd", args.lr, 0.9, 5e-4)
-    scaler = policy.grad_scaler(device.type)
-    steps_per_run = 600 * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps_per_run) / steps_per_run)))
-    model = compiling.compile_model(bare_model, args.compile)
-    compile_s = compiling.warm_up(model, bare_model, policy, device, args.batch_size, memory_format) \
-        if args.compile != "none" else None
+    cfg = run_config(args)
+    device = setup.pick_device(cfg.device)
+    policy, _ = setup.build_policy(cfg)
+    data = setup.build_data(cfg, policy, device, Ranks())
+    model, _ = setup.build_model(cfg, policy)
+    bare_model = model.to(device, memory_format=data.memory_format)
+    opt = setup.build_optimization(cfg, bare_model, policy, device, setup.build_plan(cfg, len(data.train_loader)))
+    optimizer, scaler, scheduler = opt.optimizer, opt.scaler, opt.scheduler
+    model = compiling.compile_model(bare_model, cfg.compile)
+    compile_s = compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, data.memory_format) \
+        if cfg.compile != "none" else None
 
-    timer, throughput = StepTimer(device), Throughput(args.batch_size, args.warmup_steps)
+    timer, throughput = StepTimer(device), Throughput(cfg.batch_size, cfg.warmup_steps)
     turns = Turns.from_env()  # run by `train.benchmark`: train in the turns it gives, as the runner does
     if turns:  # an eager point warms up as compiling did, as the runner's does
         turns.ready(time.perf_counter() - _PROCESS_STARTED - (compile_s or 0.0), None if compile_s is not None else
-                    lambda: compiling.warm_up(model, bare_model, policy, device, args.batch_size, memory_format))
+                    lambda: compiling.warm_up(model, bare_model, policy, device, cfg.batch_size, data.memory_format))
     model.train()
     step = 0
     started = time.perf_counter()
     while step < args.steps:
         timer.start()
-        for x, y in loader:
+        for x, y in data.train_loader:
             timer.data_ready()
             with policy.autocast(device.type):
                 loss = F.cross_entropy(model(x).float(), y)
@@ -97,12 +96,12 @@ def run(args: argparse.Namespace) -> dict:
             if turns and turns.ends_turn(step):
                 times = [s for s, _ in timer.collect()]  # the turn's one sync, as the runner's log window
                 throughput.add(times)
-                turns.add(times)
-                started += turns.next()  # waiting for the next turn is not training time
+                turns.on_window(times)
+                started += turns.after_window(step)  # waiting for the next turn is not training time
             if step >= args.steps:
                 break
             timer.start()
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - started
     throughput.add([s for s, _ in timer.collect()])
@@ -112,7 +111,11 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = run(args)
+    try:
+        result = run(args)
+    except UsageError as e:  # the runner's one-line refusals (--device cuda without one), as the runner says them
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(result)
     if args.out:
         with open(args.out, "w") as f:

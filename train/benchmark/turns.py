@@ -21,10 +21,15 @@ import json
 import os
 import time
 
+from train.runner.hooks import Hooks
+
 ENV = "TRAIN_TURNS"
 
 
-class Turns:
+class Turns(Hooks):
+    """The point's side of the turns; the runner registers it as its hooks (train/runner/hooks.py), and the bare
+    loop calls it as the runner's loop does."""
+
     def __init__(self, read_fd: int, write_fd: int, steps: int):
         self.steps = steps
         self._read = os.fdopen(read_fd, "r")
@@ -40,9 +45,18 @@ class Turns:
         read_fd, write_fd, steps = (int(x) for x in value.split(","))
         return cls(read_fd, write_fd, steps)
 
-    def add(self, step_times: list[float]) -> None:
-        """A log window's step times, in order."""
+    def on_window(self, step_times: list[float]) -> None:
+        """A log window's step times, in order: reported at the turn's end."""
         self._step_times.extend(step_times)
+
+    def after_window(self, step: int, sampler=None) -> float:
+        """At the turn's last step: report it and wait for the next. Returns the seconds waited."""
+        if not self.ends_turn(step):
+            return 0.0
+        waited = self.next()
+        if sampler:
+            sampler.discard()  # the other points' turns are not this run's training, which NVML saw meanwhile
+        return waited
 
     def ends_turn(self, step: int) -> bool:
         return step % self.steps == 0

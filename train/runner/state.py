@@ -1,17 +1,23 @@
 """Everything a restart must keep, saved and restored through one path in both directions.
 
-After torchtitan's checkpointing: the training state is a dict of parts that each have `state_dict()` and
-`load_state_dict()` (model, optimizer, loss scaler, LR schedule, data position, RNG, progress, and the
-measurement accumulators). A part added here is saved and restored; there is no second list to forget.
+After torchtitan's checkpointing: the training state is a set of parts that each have `state_dict()` and
+`load_state_dict()` (model, optimizer, loss scaler, LR schedule, data position, RNG, progress, the epoch's
+sums, the measurement accumulators and the W&B backlog). The parts are TrainingState's fields, listed once: a
+part added there is saved and restored, and the loop reads each part from it; there is no second list.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
 from train.contract.errors import UsageError
+from train.measure.aggregates import RunAggregates
+from train.measure.memory import MemoryMonitor
+from train.measure.nvml import NvmlSampler
+from train.measure.timing import Throughput
+from train.runner.backlog import Backlog
 
 # Parts a run may lack in one segment and have in another (NVML can fail to start on one node of a cluster):
 # missing in a checkpoint, they start empty instead of refusing the resume.
@@ -61,17 +67,75 @@ class RngState:
             torch.cuda.set_rng_state(state["cuda"])
 
 
-@dataclass
-class TrainingState:
-    parts: dict = field(default_factory=dict)  # name -> object with state_dict/load_state_dict; None: not in use
+class EpochSums:
+    """The current epoch's training loss and accuracy sums (on the device: no sync per step) and its training
+    time so far. Part of the training state, so an epoch split by a restart counts every one of its batches.
+
+    Under DDP the job's sums are summed over ranks when the run stops; rank 0 saves them, and on resume only
+    rank 0 takes them back (the others start from zero), so the epoch's all-reduce counts each batch once.
+    """
+
+    def __init__(self, device: torch.device, holds_job_totals: bool = True):
+        self.device = device
+        self.holds_job_totals = holds_job_totals
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self.seen = torch.zeros((), dtype=torch.long, device=self.device)
+        self.time_s = 0.0
+
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        """One step's batch: device ops only."""
+        self.loss += loss * len(y)
+        self.correct += (out.detach().argmax(1) == y).sum()
+        self.seen += len(y)
 
     def state_dict(self) -> dict:
-        return {name: part.state_dict() for name, part in self.parts.items() if part is not None}
+        return {"loss": self.loss.item(), "correct": int(self.correct.item()), "seen": int(self.seen.item()),
+                "time_s": self.time_s}
 
     def load_state_dict(self, state: dict) -> None:
-        missing = [n for n, p in self.parts.items() if p is not None and n not in state and n not in OPTIONAL]
+        if not self.holds_job_totals:
+            return
+        self.loss.fill_(state["loss"])
+        self.correct.fill_(state["correct"])
+        self.seen.fill_(state["seen"])
+        self.time_s = state["time_s"]
+
+
+@dataclass
+class TrainingState:
+    """The training state's parts, each with state_dict/load_state_dict. The field names are the checkpoint's
+    keys, in its order: renaming one would keep every earlier checkpoint from resuming."""
+
+    model: torch.nn.Module  # the bare module (not compiled, not DDP-wrapped)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: object  # the training loader: its position in the data
+    rng: RngState
+    progress: Progress
+    epoch: EpochSums
+    throughput: Throughput
+    memory: MemoryMonitor
+    aggregates: RunAggregates
+    nvml: NvmlSampler | None  # None: no GPU telemetry in this segment
+    wandb_backlog: Backlog
+
+    def parts(self) -> dict:
+        """name -> part; None: not in use."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in self.parts().items() if part is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        parts = self.parts()
+        missing = [n for n, p in parts.items() if p is not None and n not in state and n not in OPTIONAL]
         if missing:
             raise UsageError(f"the checkpoint lacks {', '.join(missing)}: it was not written by this runner version")
-        for name, part in self.parts.items():
+        for name, part in parts.items():
             if part is not None and name in state:
                 part.load_state_dict(state[name])

@@ -1,0 +1,85 @@
+"""What the W&B run's config says about the run beyond its flags: its identity, the code that ran it, the
+precision settings, the model, the system and the data. The report reads these (see tests/metric_contract.py)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+
+import torch
+
+from train.launch import distributed
+from train.measure.peaks import peak_flops
+from train.runner.loop import Plan
+from train.runner.options import RunConfig
+from train.runner.setup import Data
+
+
+def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, settings: dict, model: dict,
+                 device: torch.device, ranks: distributed.Ranks, data: Data, plan: Plan) -> dict:
+    """`settings`: the precision policy's (with the memory format); `model`: setup.build_model's facts."""
+    system = system_info(device, ranks)
+    return {
+        **cfg.as_dict(),
+        "name": name,
+        "run_dir": run_dir,
+        "experiment": identity,
+        "effective_lr": identity["effective_lr"],
+        "provenance": provenance(),
+        "precision_settings": settings,
+        "model": model,
+        "system": system | peak_info(device, cfg.precision, system["device_name"]),
+        "data": {"train_images": len(data.train_split),
+                 "test_images": len(data.test_split) if data.test_split else 0,
+                 "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(data.train_loader),
+                 "global_batch_size": cfg.batch_size * ranks.world_size},
+        "total_steps": plan.total_steps,
+    }
+
+
+def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
+    info = {
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "world_size": ranks.world_size,
+        "nodes": ranks.nodes,
+        "gpus_per_node": ranks.local_world_size,
+        "backend": ranks.backend,
+        "launcher": ranks.launcher,
+        **distributed.versions(),
+        "hostname": platform.node(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(compute_capability=f"{props.major}.{props.minor}", device_memory_bytes=props.total_memory)
+    return info
+
+
+def peak_info(device: torch.device, precision_name: str, device_name: str) -> dict:
+    """The peak FLOP/s MFU is measured against, and why; None where no peak is known (CPUs, other GPUs)."""
+    peak = peak_flops(device_name, precision_name) if device.type == "cuda" else None
+    return {"peak_flops_per_s": peak, "peak_source": "train/measure/peaks.py (dense, no sparsity)" if peak else None}
+
+
+def provenance() -> dict:
+    """Which code produced the run: the suite's git commit and whether it had local changes, and when."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    commit = dirty = None
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        if commit:
+            status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout, or no git: unknown, said as such
+    return {"git_commit": commit, "git_dirty": dirty,
+            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
