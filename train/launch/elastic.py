@@ -66,50 +66,18 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.launcher.api import elastic_launch
 
     if nodes > 1 and not rdzv_endpoint:
         raise UsageError(f"--nodes {nodes} needs --rdzv-endpoint HOST:PORT, the same on every node")
-    # The agent's own SIGTERM handling stops the workers (SIGTERM, then SIGKILL 30 s later) and ends the
-    # launcher with 143: SIGTERM is this function's to pass on, like SIGUSR1. torch < 2.9 has no
-    # signals_to_handle: there the agent keeps SIGTERM (the workers still checkpoint; the launcher says 143).
-    agent_signals = {"signals_to_handle": ",".join(s.name for s in _AGENT_SIGNALS)} \
-        if "signals_to_handle" in {f.name for f in dataclasses.fields(LaunchConfig)} else {}
-    config = LaunchConfig(
-        min_nodes=nodes, max_nodes=nodes, nproc_per_node=gpus,
-        rdzv_backend="c10d", rdzv_endpoint=rdzv_endpoint or "localhost:0",
-        run_id=rdzv_id or (os.environ.get("SLURM_JOB_ID") if nodes > 1 else None) or uuid.uuid4().hex[:12],
-        rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5, **agent_signals,
-    )
+    config = _launch_config(gpus, nodes, rdzv_endpoint, rdzv_id, timeout_s)
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")
     stop = _StopForwarder()
     previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         elastic_launch(config, sys.executable)("-u", script, *argv)
     except ChildFailedError as e:
-        failures = sorted(e.failures.items())
-        if all(f.exitcode == EXIT_PREEMPTED for _, f in failures):
-            return EXIT_PREEMPTED  # every worker checkpointed; rank 0 said how to continue
-        if all(f.exitcode == EXIT_DIVERGED for _, f in failures):
-            return EXIT_DIVERGED  # every rank stopped at the same window; rank 0 recorded where
-        usage = [(rank, f) for rank, f in failures if f.exitcode == 2]
-        if usage:  # a usage error: rank 0 printed its line; another rank's comes from its error file
-            rank, failure = usage[0]
-            if rank != 0:
-                print(f"error: rank {rank}: {failure.message or 'usage error'}", file=sys.stderr)
-            return 2
-        # Causes, not consequences: ranks the agent stopped (SIGTERM) or that failed because a peer did are not.
-        consequence = [(r, f) for r, f in failures
-                       if f.exitcode == -signal.SIGTERM or str(f.message).startswith(COLLECTIVE_FAILED)]
-        causes = [(r, f) for r, f in failures if (r, f) not in consequence] or failures
-        then = [(r, f) for r, f in failures if (r, f) not in causes]
-        text = "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in causes)
-        if then:
-            text += "; then " + "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in then)
-        if stop.signal is not None:
-            text += f" (after {signal.Signals(stop.signal).name}, passed on to the workers)"
-        print(f"error: the {gpus * nodes}-process job failed because {text}", file=sys.stderr)
-        return 1
+        return _failed_job_status(sorted(e.failures.items()), gpus * nodes, stop.signal)
     except SignalException as e:
         if e.sigval in STOP_SIGNALS:  # raised by _StopForwarder: no worker was running to pass it on to
             print(f"stopped by {signal.Signals(e.sigval).name} while no worker was running: nothing to "
@@ -125,6 +93,48 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _launch_config(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None, timeout_s: float):
+    from torch.distributed.launcher.api import LaunchConfig
+
+    # The agent's own SIGTERM handling stops the workers (SIGTERM, then SIGKILL 30 s later) and ends the
+    # launcher with 143: SIGTERM is launch()'s to pass on, like SIGUSR1. torch < 2.9 has no
+    # signals_to_handle: there the agent keeps SIGTERM (the workers still checkpoint; the launcher says 143).
+    agent_signals = {"signals_to_handle": ",".join(s.name for s in _AGENT_SIGNALS)} \
+        if "signals_to_handle" in {f.name for f in dataclasses.fields(LaunchConfig)} else {}
+    return LaunchConfig(
+        min_nodes=nodes, max_nodes=nodes, nproc_per_node=gpus,
+        rdzv_backend="c10d", rdzv_endpoint=rdzv_endpoint or "localhost:0",
+        run_id=rdzv_id or (os.environ.get("SLURM_JOB_ID") if nodes > 1 else None) or uuid.uuid4().hex[:12],
+        rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5, **agent_signals,
+    )
+
+
+def _failed_job_status(failures: list, processes: int, stop_signal: int | None) -> int:
+    """The job's exit status when workers failed, and its one line: the ranks that caused it, then the rest."""
+    if all(f.exitcode == EXIT_PREEMPTED for _, f in failures):
+        return EXIT_PREEMPTED  # every worker checkpointed; rank 0 said how to continue
+    if all(f.exitcode == EXIT_DIVERGED for _, f in failures):
+        return EXIT_DIVERGED  # every rank stopped at the same window; rank 0 recorded where
+    usage = [(rank, f) for rank, f in failures if f.exitcode == 2]
+    if usage:  # a usage error: rank 0 printed its line; another rank's comes from its error file
+        rank, failure = usage[0]
+        if rank != 0:
+            print(f"error: rank {rank}: {failure.message or 'usage error'}", file=sys.stderr)
+        return 2
+    # Causes, not consequences: ranks the agent stopped (SIGTERM) or that failed because a peer did are not.
+    consequence = [(r, f) for r, f in failures
+                   if f.exitcode == -signal.SIGTERM or str(f.message).startswith(COLLECTIVE_FAILED)]
+    causes = [(r, f) for r, f in failures if (r, f) not in consequence] or failures
+    then = [(r, f) for r, f in failures if (r, f) not in causes]
+    text = "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in causes)
+    if then:
+        text += "; then " + "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in then)
+    if stop_signal is not None:
+        text += f" (after {signal.Signals(stop_signal).name}, passed on to the workers)"
+    print(f"error: the {processes}-process job failed because {text}", file=sys.stderr)
+    return 1
 
 
 COLLECTIVE_FAILED = "a collective failed"
