@@ -123,6 +123,7 @@ def test_labels_that_are_not_class_numbers_are_refused_before_anything_is_writte
     assert not (tmp_path / "runs").exists() or os.listdir(tmp_path / "runs") == []
 
 
+@pytest.mark.system  # the elastic launcher and its workers
 def test_the_launcher_leaves_device_and_precision_checks_to_its_workers(tmp_path):
     # The launcher stays alive as the elastic agent for the whole job: the precision probe (a training step on
     # the device) must run in the workers, never here, or it would hold a CUDA context on GPU 0 all along.
@@ -134,6 +135,7 @@ def test_the_launcher_leaves_device_and_precision_checks_to_its_workers(tmp_path
     assert "local_rank:" in result.stderr  # the elastic agent reporting a worker's refusal: the workers checked
 
 
+@pytest.mark.system  # the elastic launcher and its worker
 @pytest.mark.gpu
 def test_the_launcher_never_holds_a_cuda_context(tmp_path):
     if not torch.cuda.is_available():

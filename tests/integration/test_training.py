@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from metric_contract import (
     STEP_KEYS,
     SUMMARY_KEYS,
 )
+from wandb_reader import _inspect
 
 from train.contract.errors import UsageError
 from train.runner import checkpoint
@@ -59,27 +59,6 @@ def test_pure_bf16_checkpoint_is_about_half_of_fp32(tmp_path):
     fp32 = _run(tmp_path / "a", "--precision", "fp32")["ckpt/size_bytes"]
     bf16 = _run(tmp_path / "b", "--precision", "bf16")["ckpt/size_bytes"]
     assert 0.48 < bf16 / fp32 < 0.53
-
-
-def _inspect(run_dir, *flags):
-    """W&B's own reader on a run folder's one offline run (or on an offline-run folder itself).
-
-    The reader is wandb-core's `leet inspect`, called directly: `wandb leet inspect` runs the same binary with the
-    same output, but its Python start costs ~0.5 s a call (against ~0.01 s), and the suite reads runs ~50 times."""
-    from wandb.util import get_core_path
-
-    if os.path.basename(str(run_dir)).startswith("offline-run-"):
-        target = str(run_dir)
-    else:
-        wandb_dirs = [d for d in os.listdir(os.path.join(run_dir, "wandb")) if d.startswith("offline-run-")]
-        assert len(wandb_dirs) == 1
-        target = os.path.join(run_dir, "wandb", wandb_dirs[0])
-    run_files = [f for f in os.listdir(target) if f.endswith(".wandb")]
-    assert len(run_files) == 1, run_files
-    out = subprocess.run([get_core_path(), "leet", "inspect", "--no-observability", *flags, "--json", "--run-file",
-                          os.path.join(target, run_files[0]), os.path.dirname(target)],
-                         capture_output=True, text=True, check=True, timeout=120)
-    return out.stdout
 
 
 def test_offline_run_reads_back_with_wandbs_own_reader(cifar_dir, tmp_path):
