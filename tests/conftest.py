@@ -28,8 +28,9 @@ def pytest_collection_modifyitems(config, items):
             continue
         tier = item.path.parent.name
         if tier not in TIERS:
-            raise pytest.UsageError(f"{item.path} is in no tier: move it to tests/unit, tests/integration or "
-                                    "tests/system (see tests/conftest.py)")
+            where = item.nodeid.split("::")[0]
+            raise pytest.UsageError(f"{where} is in no tier: move it to tests/unit, tests/integration or tests/system "
+                                    "(see tests/conftest.py)")
         item.add_marker(tier)
 
 
