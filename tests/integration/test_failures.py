@@ -41,6 +41,7 @@ def tmpfs(path, size_mib: int):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+@pytest.mark.system  # two runner processes at once (the lock itself: tests/unit/test_claim.py)
 def test_two_runs_with_one_name_at_once_the_second_is_refused_and_a_dead_holder_is_taken_over(tmp_path):
     argv = [*RUNNER, *QUICK, "--max-steps", "500", "--log-every", "1", "--wandb-mode", "offline",
             "--out-dir", str(tmp_path), "--name", "same", "--resume", "auto"]
