@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny CIFAR-10 datasets in the official python layout, built in a temp folder."""
+"""Shared fixtures: tiny CIFAR-10 datasets in the official python layout, built in a temp folder; the runner as a
+user starts it; and each test's tier (unit, integration, system) from the folder it is in.
+
+The helpers beside this file (wandb_reader.py, metric_contract.py, nvml_double.py, slurm_cluster.py) are imported
+by name from every tier's folder: pytest puts this folder on sys.path when it loads this file (rootdir conftest).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,21 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIERS = ("unit", "integration", "system")  # the folders under tests/, and the markers pyproject.toml registers
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its folder's tier, so `-m "not system"` runs the fast tiers. A test already marked with
+    a tier keeps it: a system test that shares an integration file's fixtures is marked where it is defined."""
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        tier = item.path.parent.name
+        if tier not in TIERS:
+            where = item.nodeid.split("::")[0]
+            raise pytest.UsageError(f"{where} is in no tier: move it to tests/unit, tests/integration or tests/system "
+                                    "(see tests/conftest.py)")
+        item.add_marker(tier)
 
 
 def write_cifar(data_dir: str, per_batch: int = 16, n_test: int = 32, seed: int = 0) -> str:
@@ -52,10 +72,6 @@ def run_cli(*args: str, cwd: str | None = None, env: dict | None = None, timeout
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     return subprocess.run([sys.executable, os.path.join(ROOT, "train", "run.py"), *args], cwd=cwd or ROOT,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
 
 
 def sigterm_at_line(cmd: list[str], line: str, env: dict | None = None, timeout: int = 120):

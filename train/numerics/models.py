@@ -44,7 +44,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# forward_flops_per_image of resnet(depth), as FlopCounterMode counts them (tests/test_models.py checks it):
+# forward_flops_per_image of resnet(depth), as FlopCounterMode counts them (tests/unit/test_models.py checks it):
 # counting costs ~1 s of every run's set-up on a 2-core CPU.
 FORWARD_FLOPS = {18: 1_110_845_440, 34: 2_318_804_992, 50: 2_595_659_776}
 

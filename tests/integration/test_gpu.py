@@ -109,6 +109,7 @@ def test_a_compiled_run_trains_and_saves_the_uncompiled_model(tmp_path, mode):
     assert not any(k.startswith(("_orig_mod.", "compiled.")) for k in state)
 
 
+@pytest.mark.system  # the benchmark and a process per point
 def test_the_benchmark_gives_cuda_points_their_turns_and_prints_their_ratios(tmp_path):
     import subprocess
     import sys

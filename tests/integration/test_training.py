@@ -17,8 +17,8 @@ from metric_contract import (
     STEP_KEYS,
     SUMMARY_KEYS,
 )
+from wandb_reader import _inspect
 
-from train.contract import wandb_offline
 from train.contract.errors import UsageError
 from train.runner import checkpoint
 from train.runner.options import parse_args
@@ -59,22 +59,6 @@ def test_pure_bf16_checkpoint_is_about_half_of_fp32(tmp_path):
     fp32 = _run(tmp_path / "a", "--precision", "fp32")["ckpt/size_bytes"]
     bf16 = _run(tmp_path / "b", "--precision", "bf16")["ckpt/size_bytes"]
     assert 0.48 < bf16 / fp32 < 0.53
-
-
-def _inspect(run_dir, *flags):
-    """W&B's own reader (train/contract/wandb_offline.py) on a run folder's one offline run (or on an
-    offline-run folder itself)."""
-    if os.path.basename(str(run_dir)).startswith("offline-run-"):
-        target = str(run_dir)
-    else:
-        wandb_dirs = [d for d in os.listdir(os.path.join(run_dir, "wandb")) if d.startswith("offline-run-")]
-        assert len(wandb_dirs) == 1
-        target = os.path.join(run_dir, "wandb", wandb_dirs[0])
-    run_files = [f for f in os.listdir(target) if f.endswith(".wandb")]
-    assert len(run_files) == 1, run_files
-    out = wandb_offline.inspect(target, *flags)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def test_offline_run_reads_back_with_wandbs_own_reader(cifar_dir, tmp_path):

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, run_cli, sigterm_at_line, write_cifar
-from test_training import _inspect
+from wandb_reader import _inspect
 
 RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
 # On this data set (40 training images, 32 test images, seed 0) bf16 at lr 0.02 reaches a test accuracy of

@@ -372,6 +372,7 @@ def test_accuracy_plot_draws_each_rows_curve_with_the_targets_marked(captured_pl
     assert targets == [80, 90, 93, 94]
 
 
+@pytest.mark.system  # Chromium
 def test_report_html_renders_and_fits_the_page_in_headless_chromium(report, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:

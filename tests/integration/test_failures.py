@@ -41,6 +41,7 @@ def tmpfs(path, size_mib: int):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+@pytest.mark.system  # two runner processes at once (the lock itself: tests/unit/test_claim.py)
 def test_two_runs_with_one_name_at_once_the_second_is_refused_and_a_dead_holder_is_taken_over(tmp_path):
     argv = [*RUNNER, *QUICK, "--max-steps", "500", "--log-every", "1", "--wandb-mode", "offline",
             "--out-dir", str(tmp_path), "--name", "same", "--resume", "auto"]
@@ -123,6 +124,7 @@ def test_labels_that_are_not_class_numbers_are_refused_before_anything_is_writte
     assert not (tmp_path / "runs").exists() or os.listdir(tmp_path / "runs") == []
 
 
+@pytest.mark.system  # the elastic launcher and its workers
 def test_the_launcher_leaves_device_and_precision_checks_to_its_workers(tmp_path):
     # The launcher stays alive as the elastic agent for the whole job: the precision probe (a training step on
     # the device) must run in the workers, never here, or it would hold a CUDA context on GPU 0 all along.
@@ -134,6 +136,7 @@ def test_the_launcher_leaves_device_and_precision_checks_to_its_workers(tmp_path
     assert "local_rank:" in result.stderr  # the elastic agent reporting a worker's refusal: the workers checked
 
 
+@pytest.mark.system  # the elastic launcher and its worker
 @pytest.mark.gpu
 def test_the_launcher_never_holds_a_cuda_context(tmp_path):
     if not torch.cuda.is_available():

@@ -1,12 +1,10 @@
-"""The NVML sampler's arithmetic and failure handling against a test double; the probe command for real."""
+"""The NVML sampler's arithmetic and failure handling against a test double (tests/nvml_double.py)."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT
 from nvml_double import ALL_LINKS, FakeGpu, FakeNvml
 
 from train.measure import nvml as telemetry
@@ -155,7 +153,6 @@ def test_static_facts_give_link_peaks():
 
 
 def test_missing_library_leaves_the_run_without_telemetry_and_says_why(monkeypatch):
-    import torch
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails as if not installed
     nvml, why = telemetry.load_nvml()
@@ -174,41 +171,3 @@ def test_probe_with_the_double_lists_metrics_with_the_runners_names(capsys):
     assert [r["index"] for r in rows] == [0, 1]
     assert "nvlink_tx" in rows[0]["supported"] and rows[1]["nvlink_active_links"] == 0
     assert rows[0]["nvml/memory_used_bytes"] == 10 * 2**30
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts that no NVIDIA driver is present")
-def test_probe_command_without_a_driver_says_so_in_one_line_and_exits_0():
-    result = subprocess.run([sys.executable, "-m", "train.telemetry", "--seconds", "0.1"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
-    assert result.stdout.strip().startswith("no NVIDIA GPU telemetry on this machine")
-    assert len(result.stdout.strip().splitlines()) == 1 and not result.stderr
-
-
-def test_the_runner_logs_nvml_keys_per_window_and_energy_per_image(tmp_path, monkeypatch):
-    """CPU training with the sampler's NVML replaced by the double: the loop's use of it, end to end in W&B."""
-    from test_training import _inspect
-
-    from train.runner import session
-    from train.runner.options import parse_args
-
-    gpu = FakeGpu()
-    gpu.ticking = True
-
-    def fake_open(device, hz, say):
-        sampler = NvmlSampler(FakeNvml([gpu]), 0, hz=hz, say=say)
-        return sampler.start(), {"available": True, "hz": hz, "metrics": sampler.supported}
-
-    monkeypatch.setattr(session.nvml, "open_for_run", fake_open)
-    summary = session.train(parse_args(["--dataset", "synthetic", "--max-steps", "6", "--batch-size", "4", "--log-every",
-                                    "3", "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "nv",
-                                    "--nvml-hz", "50", "--device", "cpu"]))
-    records = [json.loads(line) for line in _inspect(tmp_path / "nv").splitlines() if line.strip()]
-    windows = [r["history"]["item"] for r in records if r.get("type") == "history"
-               and "train/loss" in r["history"]["item"]]
-    assert len(windows) == 2
-    for w in windows:
-        assert w["nvml/pcie_tx_bytes_per_s"] == pytest.approx(1e7)  # 1 MB per 0.1 s of the double's clock
-        assert {"nvml/energy_j", "nvml/power_w", "nvml/memory_used_bytes", "nvml/sm_clock_mhz", "nvml/util_pct",
-                "nvml/throttle_reasons"} <= w.keys()
-    assert summary["nvml/energy_per_image_j"] == pytest.approx(summary["nvml/energy_total_j"] / 24)

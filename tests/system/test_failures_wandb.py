@@ -16,7 +16,7 @@ import threading
 import time
 
 from conftest import ROOT, write_cifar
-from test_training import _inspect
+from wandb_reader import _inspect
 
 RUN = [sys.executable, os.path.join(ROOT, "train", "run.py")]
 QUICK = ["--device", "cpu", "--dataset", "synthetic", "--max-steps", "2", "--batch-size", "4"]

@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import ROOT
 from metric_contract import COMM_STEP_KEYS
-from test_training import _inspect
+from wandb_reader import _inspect
 
 RUN = os.path.join(ROOT, "train", "run.py")
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")

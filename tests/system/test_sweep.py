@@ -12,7 +12,7 @@ import pytest
 import slurm_cluster
 import yaml
 from conftest import ROOT, sigterm_at_line
-from test_training import _inspect
+from wandb_reader import _inspect
 
 SWEEPS = [os.path.join(ROOT, "sweeps", f) for f in ("grid.yaml", "smoke.yaml", "time_to_acc.yaml")]
 SWEEP = [sys.executable, "-m", "train.sweep"]

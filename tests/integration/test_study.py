@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, run_cli, sigterm_at_line, write_cifar
-from test_training import _inspect
+from wandb_reader import _inspect
 
 from train.contract.errors import UsageError
 from train.measure.lost_updates import LostUpdates

@@ -1,0 +1,39 @@
+"""The benchmark as a user starts it: several points, each its own runner process, in interleaved rounds."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _bench(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "train.benchmark", "--steps", "2", "--warmup-steps", "1",
+                           "--batch-size", "4", "--device", "cpu", "--out-dir", str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_reason_for_points_not_run(tmp_path):
+    out = _bench(tmp_path, "--precisions", "fp32", "tf32", "--rounds", "2", "--bare", "--wandb-mode", "offline")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    # Interleaved: round 1 gives every point (the runner and its bare loop) a turn before round 2 gives any.
+    marks = [line.split(":")[0] for line in text.splitlines() if line.startswith("== round")]
+    assert marks == ["== round 1/2"] * 2 + ["== round 2/2"] * 2
+    assert text.count("  set up: ") == 2  # each point set up once, for all its rounds
+    table_text = text[text.index("depth  precision"):]
+    rows = {line.split()[1]: line.split() for line in table_text.splitlines()[2:4]}
+    assert rows["fp32"][5:7] == ["1.00x", "[1.00-1.00]"] and rows["fp32"][-1] == "1.00x"  # median [min-max]
+    assert rows["tf32"][4] == "-"
+    assert "tf32 (resnet18, device, compile none): precision tf32 cannot run on cpu" in table_text
+    bare = text[text.index("runner/bare (step)"):].splitlines()[2].split()
+    assert bare[:4] == ["18", "fp32", "device", "none"] and bare[4].endswith("x") and bare[5].startswith("[")
+    assert "goal >= 0.97" in text
+    assert "AVX512-BF16" in text and "AMX-BF16" in text  # CPU ratios name the features they depend on
+    runs = [d for d in os.listdir(tmp_path) if d.startswith("r18-") and os.path.isdir(tmp_path / d)]
+    assert len(runs) == 1  # one run for the point's two rounds, with its checkpoint and log
+    result = json.load(open(tmp_path / runs[0] / "result.json"))
+    assert result["train/steps"] == 4 and os.path.exists(tmp_path / runs[0] / "checkpoint.pt")
+    assert result["time/setup_s"] > 0 and result["time/compile_s"] is None
+    assert "done: " in open(tmp_path / f"{runs[0]}.log").read()
