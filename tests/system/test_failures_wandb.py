@@ -182,6 +182,23 @@ def test_an_online_start_that_times_out_goes_offline_in_the_same_process(tmp_pat
     assert waited < 5 + 10 + 10, line  # the timeout, W&B's teardown of the failed start, the offline start
 
 
+def test_a_run_started_by_a_process_that_uses_wandb_still_goes_offline_after_a_failed_online_start(tmp_path):
+    # A parent that uses W&B itself (a driver script, a notebook, this test process after an in-process run)
+    # leaves its service's address in $WANDB_SERVICE. A runner that shared that service could not free the
+    # failed online start's run id ("run ID ... is in use"): it must start a service of its own.
+    import wandb
+
+    wandb.init(mode="offline", dir=str(tmp_path), project="parent").finish()
+    assert os.environ.get("WANDB_SERVICE"), "the parent's W&B service token, which the runner inherits"
+    server = _HangingGraphQL()
+    try:
+        waited, line = _offline_with_credentials(tmp_path, "child", base_url=server.url, timeout_s=5)
+    finally:
+        server.close()
+        wandb.teardown()  # the parent's service, and its token in this process's environment
+    assert "the online start failed after" in line, line
+
+
 def test_sigkill_then_resume_keeps_every_logged_window_once(tmp_path):
     data_dir = write_cifar(str(tmp_path / "data"), per_batch=8, n_test=16)  # 40 images: 5 steps of 8 an epoch
     cmd = [*RUN, "--data-dir", data_dir, "--out-dir", str(tmp_path), "--name", "killed", "--resume", "auto",

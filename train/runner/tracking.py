@@ -105,6 +105,11 @@ class Tracker:
         # W&B's staging copies and caches default to the home folder, which fills small HPC home quotas.
         for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR"):
             os.environ.setdefault(var, os.path.join(os.path.dirname(run_dir), ".wandb-cache"))
+        # A parent that uses W&B itself (a driver script, a notebook, a test process) passes its service's
+        # address down in $WANDB_SERVICE. A run of its own starts its own service: in the parent's, a failed
+        # online start's run id stays taken ("run ID ... is in use"), so the run could not go offline under it,
+        # nor resume after a SIGKILL.
+        os.environ.pop("WANDB_SERVICE", None)
         import wandb
 
         self._wandb = wandb
