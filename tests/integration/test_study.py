@@ -52,6 +52,7 @@ def unbroken_and_resumed(tmp_path_factory):
     return root / "whole", root / "part"
 
 
+@pytest.mark.system  # two runner processes side by side, one stopped and resumed
 def test_a_stopped_and_resumed_run_reports_the_summary_of_the_unbroken_run(unbroken_and_resumed):
     whole_dir, part_dir = unbroken_and_resumed
     whole = json.load(open(whole_dir / "result.json"))
@@ -79,6 +80,7 @@ def test_a_stopped_and_resumed_run_reports_the_summary_of_the_unbroken_run(unbro
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed run trained exactly as the unbroken one
 
 
+@pytest.mark.system  # two runner processes side by side, one stopped and resumed
 def test_resuming_a_run_that_ended_does_nothing_and_rewrites_nothing(unbroken_and_resumed):
     whole_dir, _ = unbroken_and_resumed
     result = whole_dir / "result.json"

@@ -68,6 +68,7 @@ def _result(run_dir):
     return json.load(open(run_dir / "result.json"))
 
 
+@pytest.mark.system  # three runner processes side by side, one stopped and resumed
 def test_a_reached_target_is_the_cumulative_training_time_of_its_epoch_in_the_history(runs):
     for name in ("whole", "part"):
         result, history = _result(runs[name]), _history(runs[name])
@@ -88,12 +89,14 @@ def test_a_reached_target_is_the_cumulative_training_time_of_its_epoch_in_the_hi
         assert "time_to_acc/99" not in summary and summary["train/end"] == "finished"
 
 
+@pytest.mark.system  # three runner processes side by side, one stopped and resumed
 def test_an_unreached_target_is_empty(runs):
     result = _result(runs["whole"])
     assert "time_to_acc/99" in result and result["time_to_acc/99"] is None
     assert result["test/best_acc"] < NEVER and result["end"] == "finished"
 
 
+@pytest.mark.system  # three runner processes side by side, one stopped and resumed
 def test_a_stopped_and_resumed_run_records_the_crossing_of_the_unbroken_run(runs):
     whole, part = _result(runs["whole"]), _result(runs["part"])
     assert part["train/segments"] == 2
@@ -102,6 +105,7 @@ def test_a_stopped_and_resumed_run_records_the_crossing_of_the_unbroken_run(runs
     assert 0 < part["time_to_acc/12"]["time_s"] <= part["time/train_s"]
 
 
+@pytest.mark.system  # three runner processes side by side, one stopped and resumed
 def test_stop_at_acc_ends_the_run_at_the_target_as_its_reason(runs):
     result, history = _result(runs["stop"]), _history(runs["stop"])
     assert result["end"] == result["train/end"] == "target_reached"
@@ -127,6 +131,7 @@ def test_a_target_reached_but_not_yet_saved_as_ended_trains_no_further_on_resume
     assert time_to_accuracy(None, [0.3]) == {}  # unknown, not "not reached"
 
 
+@pytest.mark.system  # three runner processes side by side, one stopped and resumed
 def test_memory_parts_are_the_tensors_bytes(runs):
     result = _result(runs["whole"])
     params = 11_173_962  # ResNet-18 (CIFAR layout)
