@@ -9,6 +9,7 @@ Unreadable (path, one-line reason) for the report to list.
 
 from __future__ import annotations
 
+import difflib
 import glob
 import json
 import os
@@ -107,14 +108,15 @@ def from_folder(path: str, workers: int = 8) -> tuple[list[Run], list[Unreadable
 
 
 def from_wandb(path: str, group: str | None = None, sweep: str | None = None) -> list[Run]:
-    """ENTITY/PROJECT (optionally a group or sweep id) through wandb.Api."""
-    import wandb
-
+    """ENTITY/PROJECT (optionally a group or sweep id) through wandb.Api. Its SourceError says why W&B could
+    not read it, for collect to put beside why it is no folder."""
     parts = path.strip("/").split("/")
     if len(parts) == 3:
         parts, sweep = parts[:2], sweep or parts[2]
-    if len(parts) != 2:
-        raise SourceError(f"{path!r} is neither a folder nor ENTITY/PROJECT[/SWEEP_ID]")
+    if len(parts) != 2 or not all(parts):
+        raise SourceError("it is not W&B's ENTITY/PROJECT[/SWEEP_ID] either")
+    import wandb
+
     filters = {}
     if group:
         filters["group"] = group
@@ -124,8 +126,7 @@ def from_wandb(path: str, group: str | None = None, sweep: str | None = None) ->
         api = wandb.Api(timeout=60)
         runs = list(api.runs("/".join(parts), filters=filters, per_page=500))
     except Exception as e:  # noqa: BLE001 - no network, no credentials, no such project: one line
-        raise SourceError(f"cannot read {path} from W&B: {first_line(e)}") \
-            from None
+        raise SourceError(f"W&B could not read it as ENTITY/PROJECT: {first_line(e)}") from None
     return [Run(id=r.id, name=r.name, state=r.state, config={k: v for k, v in r.config.items() if not k.startswith("_")},
                 summary=dict(r.summary_metrics), api_run=r) for r in runs]
 
@@ -133,19 +134,54 @@ def from_wandb(path: str, group: str | None = None, sweep: str | None = None) ->
 def looks_local(source: str) -> bool:
     """Whether SOURCE names a local path rather than ENTITY/PROJECT: a typo in a folder name must not go to
     W&B's API (which would answer with a confusing network or permission error)."""
+    return _why_a_path(source) is not None
+
+
+def _why_a_path(source: str) -> str | None:
+    """Why SOURCE is read as a local path and not sent to W&B, or None where it may be ENTITY/PROJECT."""
     if source.startswith(("./", "../", "/", "~")) or source in (".", ".."):
-        return True
+        return "it is a path, not W&B's ENTITY/PROJECT, so W&B was not asked"
     first = source.replace(os.sep, "/").split("/")[0]
-    return "/" in source.replace(os.sep, "/") and os.path.exists(first)
+    if "/" in source.replace(os.sep, "/") and os.path.exists(first):
+        return f"{first}/ is a folder here, so W&B was not asked for it as ENTITY/PROJECT"
+    return None
+
+
+def nearest_folder(path: str) -> str | None:
+    """The existing folder closest to a missing `path`: a sibling whose name is close to the first missing
+    part (a typo), else the deepest part of the path that exists (None when that is just the current folder)."""
+    parts = os.path.normpath(path).split(os.sep)
+    for depth in range(len(parts) - 1, -1, -1):  # the deepest existing prefix, then the part below it
+        base = os.sep.join(parts[:depth]) or (os.sep if path.startswith(os.sep) else "")
+        if os.path.isdir(base or "."):
+            break
+    try:
+        folders = [e.name for e in os.scandir(base or ".") if e.is_dir()]
+    except OSError:
+        folders = []
+    close = difflib.get_close_matches(parts[depth], folders, n=1, cutoff=0.6)
+    if close:
+        return os.path.join(base, close[0])
+    return base if base not in ("", ".") else None
+
+
+def _not_a_folder(source: str) -> str:
+    near = nearest_folder(os.path.expanduser(source))
+    return f"folder {source} does not exist" + (f" (nearest existing folder: {near})" if near else "")
 
 
 def collect(source: str, group: str | None = None, sweep: str | None = None) -> tuple[list[Run], list[Unreadable]]:
-    """(runs, folders that could not be read); raises SourceError when there is nothing to report."""
+    """(runs, folders that could not be read); raises SourceError when there is nothing to report. A SOURCE
+    that is neither a folder nor a readable W&B project gets one line saying both."""
     path = os.path.expanduser(source)
     if os.path.isdir(path):
         return from_folder(path)
     if os.path.exists(path):
         raise SourceError(f"{source} is a file; give the folder that holds the runs")
-    if looks_local(source):
-        raise SourceError(f"folder {source} does not exist")
-    return from_wandb(source, group, sweep), []
+    local = _why_a_path(source)
+    if local:
+        raise SourceError(f"{_not_a_folder(source)}, and {local}")
+    try:
+        return from_wandb(source, group, sweep), []
+    except SourceError as e:
+        raise SourceError(f"{_not_a_folder(source)}, and {e}") from None

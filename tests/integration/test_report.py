@@ -444,7 +444,34 @@ def test_out_naming_a_file_is_one_line_and_exit_2(runs, tmp_path):
 def test_a_mistyped_local_folder_is_not_sent_to_wandb(tmp_path, source):
     (tmp_path / "runs").mkdir()
     result = _report(source, tmp_path / "o", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip() == f"error: folder {source} does not exist"
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: folder {source} does not exist") and "W&B was not asked" in result.stderr
+
+
+def _no_wandb(tmp_path):
+    """No W&B credentials and no W&B server: W&B's API fails at once, without the network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    return {**env, "HOME": str(tmp_path / "home"), "WANDB_BASE_URL": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize("source, near, wandb", [
+    ("runs/grid", "run", "W&B could not read it as ENTITY/PROJECT: No API key configured"),  # no runs/ here
+    ("runs/gird", "runs/grid", "runs/ is a folder here, so W&B was not asked"),  # a typo
+    ("grid", None, "it is not W&B's ENTITY/PROJECT[/SWEEP_ID] either"),
+])
+def test_a_source_that_is_no_folder_nor_a_wandb_project_says_both_in_one_line(tmp_path, source, near, wandb):
+    checkout = tmp_path / "checkout"
+    (checkout / "run").mkdir(parents=True)
+    if source == "runs/gird":
+        (checkout / "runs" / "grid").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "report", source, "--out", "o"], cwd=checkout,
+                            env={**_no_wandb(tmp_path), "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: folder {source} does not exist")
+    assert (f"(nearest existing folder: {near})" in result.stderr) == (near is not None), result.stderr
+    assert wandb in result.stderr
+    assert sorted(os.listdir(checkout)) == sorted(["run"] + (["runs"] if source == "runs/gird" else []))
 
 
 def test_entity_project_still_goes_to_wandb_when_no_such_folder(tmp_path, monkeypatch):
