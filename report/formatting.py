@@ -3,6 +3,7 @@ where it ran in words."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from report.columns import SHORT_MARK, SHORT_RUN_STEPS
@@ -67,6 +68,17 @@ def cell(row: Row, column: str) -> str:
     if text and column in row.flagged:
         text += f" {SHORT_MARK}"
     return text
+
+
+# What Markdown would read as markup in run names, settings and paths: HTML tags and entities (which
+# renderers such as pandoc and MkDocs pass through), table cell ends, emphasis, code, links, strikethrough,
+# math. `_` only where it can open or close emphasis: inside a word (amp_bf16, batch_size) it is text.
+_MARKUP = re.compile(r"[\\`*\[\]<>|&~$^]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md(text) -> str:
+    """`text` as Markdown that renders as that very text, on one line: a table cell, a list item."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), " ".join(str(text).splitlines()))
 
 
 def short_note() -> str:

@@ -10,7 +10,7 @@ import os
 
 from report.columns import SHORT_MARK, all_columns, column_info, measured
 from report.compare import common, differing
-from report.formatting import cell, short_note
+from report.formatting import cell, md, short_note
 from report.rows import Row
 
 
@@ -67,8 +67,9 @@ def unreadable_lines(unreadable) -> list[list[str]]:
 
 
 def _md_table(lines: list[list[str]]) -> str:
-    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines[1:]]
+    """Every cell Markdown-safe: a run named `a|b` or `<img ...>` is text in its cell, not a cell end or HTML."""
+    out = ["| " + " | ".join(md(c) for c in lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(md(c) for c in line) + " |" for line in lines[1:]]
     return "\n".join(out)
 
 
@@ -87,11 +88,12 @@ def _notes(rows) -> list[str]:
 
 def write_markdown(path: str, *, source: str, provenance, rows, excluded, unreadable, original, title,
                    observations, plots: list[str]) -> None:
-    parts = ["# Results: precision × depth × GPUs\n", f"Source: `{source}`.\n"]
-    parts += [f"- **{fact}:** {text}" for fact, text in provenance]
-    parts += [f"\n## The study's table ({title})\n", _md_table(original),
-              "\n### Observations\n", observations + "\n", "## All points\n"]
-    parts += [n + "\n" for n in _notes(rows)]
+    # names, settings and paths come from the runs and the user: each is escaped (md), never markup
+    parts = ["# Results: precision × depth × GPUs\n", f"Source: {md(source)}.\n"]
+    parts += [f"- **{md(fact)}:** {md(text)}" for fact, text in provenance]
+    parts += [f"\n## The study's table ({md(title)})\n", _md_table(original),
+              "\n### Observations\n", md(observations) + "\n", "## All points\n"]
+    parts += [md(n) + "\n" for n in _notes(rows)]
     parts.append(_md_table(table_lines(rows)) if rows else "No finished runs.")
     if excluded:
         parts += ["\n## Runs not included\n", _md_table(excluded_lines(excluded))]

@@ -525,3 +525,35 @@ def test_report_reads_runs_of_the_real_runner(tmp_path):
         assert row["images_per_s"] and row["lost_update_pct"] and row["peak_mem_gib"] == ""
     text = open(tmp_path / "o" / "results.md").read()
     assert "## The study's table (ResNet-18, CPU)" in text and "**PyTorch:**" in text
+
+
+def _md_cells(line):
+    """A Markdown table row's cells as a renderer reads them: split at unescaped `|`, backslash escapes undone."""
+    cells = re.split(r"(?<!\\)\|", line.strip()[1:-1])  # md() escapes every backslash, so \| is never \\|
+    return [re.sub(r"\\(.)", r"\1", c.strip()) for c in cells]
+
+
+def test_run_names_and_settings_are_text_in_results_md_not_html_or_table_breaks(tmp_path):
+    """A run named like an HTML tag or holding a `|` is listed as that text, in its own cell."""
+    names = ["<img src=x onerror=alert(1)>", "a|b", "*bold* _it_ [x](y) `c`"]
+    specs = []
+    for i, name in enumerate(names):  # failed: listed by name under "Runs not included"
+        specs.append(_spec(str(tmp_path / "runs"), name, "fp32", 100, device="cpu", exit_code=1))
+        specs[-1]["dir"] = str(tmp_path / "runs" / f"failed{i}")
+    odd = "c|f<b>*10*"  # a setting that differs between rows: a column of the all-points table
+    for dataset in ("cifar10", odd):
+        specs.append(_spec(str(tmp_path / "runs"), f"ok-{len(specs)}", "fp32", 100, device="cpu", timed_steps=100))
+        specs[-1]["config"]["experiment"]["dataset"] = dataset
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_make, specs)
+    result = _report(tmp_path / "runs", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    text = open(tmp_path / "o" / "results.md").read()
+    assert not re.search(r"(?<!\\)[<>]", text)  # no tag a Markdown renderer would pass through as HTML
+    for title, column, expected in (("## Runs not included", "Run", names), ("## All points", "dataset",
+                                                                             ["cifar10", odd])):
+        lines = [line for line in _section(text, title).splitlines() if line.startswith("|")]
+        head = _md_cells(lines[0])
+        rows = [_md_cells(line) for line in lines[2:]]
+        assert all(len(r) == len(head) for r in rows), lines  # no cell split by a name
+        assert sorted(r[head.index(column)] for r in rows) == sorted(expected)
