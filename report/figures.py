@@ -57,7 +57,7 @@ def run_metrics(config: dict, summary: dict) -> dict:
     # memory footprint (it includes the interpreter, libraries and the dataset).
     mem = s("mem/peak_allocated_bytes") if device(config) != "cpu" else None
     lost = s("precision/lost_update_frac", agg="mean")
-    return {
+    out = {
         "train_time_s": s("time/train_s"),
         "epoch_time_s": s("epoch/time_s", agg="mean"),
         "images_per_s": s("train/images_per_s"),
@@ -82,6 +82,9 @@ def run_metrics(config: dict, summary: dict) -> dict:
             ("other_mib", _sum(s("mem/data_bytes"), s("mem/measurement_bytes"))))},
         **tta_metrics(config, summary),
     }
+    if completed_epochs(config, summary) == 0:  # its one epoch record is a part of an epoch, timed as a whole
+        out = {k: (None if k == "epoch_time_s" or k.startswith("tta_epochs_") else v) for k, v in out.items()}
+    return out
 
 
 def tta_metrics(config: dict, summary: dict) -> dict:
@@ -95,6 +98,13 @@ def tta_metrics(config: dict, summary: dict) -> dict:
             out.update({f"tta_s_{pct}": number(hit, "time_s"), f"tta_epochs_{pct}": number(hit, "epoch"),
                         f"tta_energy_kj_{pct}": energy / 1e3 if energy is not None else None})
     return out
+
+
+def completed_epochs(config: dict, summary: dict) -> int | None:
+    """Whole epochs the run trained (its steps over the loader's steps per epoch); None: unknown. A run that
+    ends at --max-steps inside its first epoch still logs an epoch record at its end: not an epoch's time."""
+    steps, per_epoch = number(summary, "train/steps"), number(config, "data", "steps_per_epoch")
+    return int(steps // per_epoch) if steps is not None and per_epoch else None
 
 
 def timed_steps(config: dict, summary: dict) -> int | None:

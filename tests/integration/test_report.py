@@ -523,6 +523,7 @@ def test_report_reads_runs_of_the_real_runner(tmp_path):
         assert row["device"] == "cpu" and row["too_short"] == "true"  # 3 steps: too short to measure
         assert json.loads(row["settings"])["dataset"] == "synthetic"  # keyed by the run's experiment
         assert row["images_per_s"] and row["lost_update_pct"] and row["peak_mem_gib"] == ""
+        assert row["epoch_time_s"] == ""  # 3 steps of a 50,000-image epoch: no epoch was timed
     text = open(tmp_path / "o" / "results.md").read()
     assert "## The study's table (ResNet-18, CPU)" in text and "**PyTorch:**" in text
 
@@ -557,3 +558,27 @@ def test_run_names_and_settings_are_text_in_results_md_not_html_or_table_breaks(
         rows = [_md_cells(line) for line in lines[2:]]
         assert all(len(r) == len(head) for r in rows), lines  # no cell split by a name
         assert sorted(r[head.index(column)] for r in rows) == sorted(expected)
+
+
+def test_a_run_that_completed_no_epoch_has_no_time_per_epoch(tmp_path):
+    """The quick start's runs end at --max-steps 12 of a 391-step epoch: their one epoch record times 12 steps."""
+    def spec(name, batch_size, steps, epoch_times, tta=None):
+        made = _spec(str(tmp_path / "runs"), name, "fp32", 100, batch_size=batch_size, device="cpu",
+                     timed_steps=steps - 10, tta=tta)
+        made["config"]["data"] = {"steps_per_epoch": 391}
+        made["history"] += [{"train/step": min(steps, 391 * (i + 1)), "epoch": i + 1, "epoch/time_s": t}
+                            for i, t in enumerate(epoch_times)]
+        return made
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_make, [spec("twelve-steps", 32, 12, [7.4], tta={"80": (5.0, 1, None)}),
+                         spec("two-epochs", 128, 782, [30.0, 32.0], tta={"80": (50.0, 2, None)})])
+    result = _report(tmp_path / "runs", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    rows = _csv(tmp_path / "o")
+    short, whole = _row(rows, "fp32", device="cpu", batch_size=32), _row(rows, "fp32", device="cpu", batch_size=128)
+    assert short["epoch_time_s"] == "" and short["tta_epochs_80"] == "" and float(short["tta_s_80"]) == 5
+    assert float(whole["epoch_time_s"]) == 31 and float(whole["tta_epochs_80"]) == 2
+    table = _md_rows(_section(open(tmp_path / "o" / "results.md").read(), "## All points"))
+    by_batch = {r["batch_size"]: r for r in table}
+    assert by_batch["32"]["Time per epoch (s)"] == "" and by_batch["128"]["Time per epoch (s)"] == "31.0"
