@@ -57,16 +57,88 @@ def test_a_live_holder_of_this_host_keeps_the_folder_and_is_named(tmp_path):
         holder.wait()
 
 
-def test_another_hosts_lock_is_taken_over_only_when_not_refreshed_for_the_stale_time(tmp_path):
+@pytest.fixture
+def host_clock(monkeypatch):
+    """This host's monotonic clock, moved by the test: [seconds]."""
+    now = [1000.0]
+    monkeypatch.setattr(claim, "clock", lambda: now[0], raising=False)
+    return now
+
+
+def test_another_hosts_lock_is_taken_over_only_when_not_refreshed_for_the_stale_time(tmp_path, host_clock):
     path = _write_lock(tmp_path, "node-that-is-gone", 4242, age_s=claim.STALE_S - 60)
     with pytest.raises(UsageError, match="pid 4242 on node-that-is-gone"):
         RunFolderLock(str(tmp_path)).acquire()  # its processes cannot be checked from here: held while fresh
-    _write_lock(tmp_path, "node-that-is-gone", 4242, age_s=claim.STALE_S + 60)
+    host_clock[0] += claim.STALE_S + 60  # not refreshed since, by this host's own clock
     lock = RunFolderLock(str(tmp_path)).acquire()
     try:
         assert _holder(path)["pid"] == os.getpid()
     finally:
         lock.release()
+
+
+def test_a_dead_node_whose_clock_ran_a_day_ahead_blocks_the_name_only_for_the_stale_time(tmp_path, host_clock):
+    path = _write_lock(tmp_path, "node-ahead", 4242, age_s=-86400)  # its file time: tomorrow
+    before = (path.read_text(), os.stat(path).st_mtime_ns)
+    with pytest.raises(UsageError) as e:
+        RunFolderLock(str(tmp_path)).acquire()
+    line = str(e.value)
+    assert "pid 4242 on node-ahead" in line and "8640" in line and "ahead of this host's clock" in line
+    assert f"run this again in {claim.STALE_S:.0f} s" in line and "\n" not in line
+    assert (path.read_text(), os.stat(path).st_mtime_ns) == before  # the holder's lock untouched
+    host_clock[0] += claim.STALE_S - 1
+    with pytest.raises(UsageError, match="run this again in 1 s"):
+        RunFolderLock(str(tmp_path)).acquire()
+    host_clock[0] += 1
+    lock = RunFolderLock(str(tmp_path)).acquire()  # 300 s of this host's clock unchanged: gone
+    try:
+        assert _holder(path)["pid"] == os.getpid()
+        assert sorted(os.listdir(tmp_path)) == [claim.LOCK]  # the sightings went with the old lock
+    finally:
+        lock.release()
+
+
+def test_a_live_holder_whose_clock_runs_behind_keeps_its_folder_while_it_refreshes(tmp_path, host_clock):
+    path = _write_lock(tmp_path, "node-behind", 7, age_s=86400)  # looks a day old: its clock is behind
+    with pytest.raises(UsageError, match="pid 7 on node-behind"):
+        RunFolderLock(str(tmp_path)).acquire()
+    for _ in range(3):  # it refreshes (to times still a day behind) faster than the stale time
+        host_clock[0] += claim.STALE_S - 10
+        stamp = os.stat(path).st_mtime + claim.REFRESH_S
+        os.utime(path, (stamp, stamp))
+        with pytest.raises(UsageError, match="pid 7 on node-behind"):
+            RunFolderLock(str(tmp_path)).acquire()
+    host_clock[0] += claim.STALE_S  # then it stops refreshing: its node is gone
+    lock = RunFolderLock(str(tmp_path)).acquire()
+    lock.release()
+
+
+def test_a_sighting_from_before_a_reboot_or_of_another_lock_starts_the_wait_again(tmp_path, host_clock,
+                                                                                monkeypatch):
+    _write_lock(tmp_path, "node-a", 1)
+    with pytest.raises(UsageError):
+        RunFolderLock(str(tmp_path)).acquire()
+    monkeypatch.setattr(claim, "_boot_id", lambda: "after-a-reboot", raising=False)  # the monotonic clock restarted
+    host_clock[0] += claim.STALE_S
+    with pytest.raises(UsageError, match=f"again in {claim.STALE_S:.0f} s"):
+        RunFolderLock(str(tmp_path)).acquire()
+    host_clock[0] += claim.STALE_S - 1
+    _write_lock(tmp_path, "node-b", 2)  # another holder took it over meanwhile
+    with pytest.raises(UsageError, match="pid 2 on node-b.*again in 300 s"):
+        RunFolderLock(str(tmp_path)).acquire()
+
+
+def test_a_holders_release_removes_the_sightings_of_refused_claims(tmp_path, host_clock):
+    lock = RunFolderLock(str(tmp_path)).acquire()
+    path = tmp_path / claim.LOCK
+    mine = path.read_text()
+    path.write_text(mine.replace(socket.gethostname(), "other-node"))  # as another host would see it
+    with pytest.raises(UsageError):
+        RunFolderLock(str(tmp_path)).acquire()
+    assert any(claim.SEEN in name for name in os.listdir(tmp_path))
+    path.write_text(mine)
+    lock.release()
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_lock_being_written_counts_as_held(tmp_path):

@@ -4,13 +4,17 @@ A sweep submitted twice, or a requeued Slurm task racing a live one, must not wr
 processes (two W&B runs, the later checkpoint and result.json winning). The first process creates `.lock` in
 the folder atomically (O_EXCL) with its host and pid, and refreshes its time stamp while it runs. A lock is
 taken over when its holder is gone: a process of this host that no longer exists, or, for a holder on another
-host (whose processes cannot be checked from here), a lock not refreshed for STALE_S seconds.
-"""
+host (whose processes cannot be checked from here), a lock this host has seen unchanged (content and time
+stamp) for STALE_S seconds of its own clock. The file's time comes from another host's clock, which may run
+ahead (a dead node would block the name for as long) or behind (a live holder would lose its folder): it is
+only reported, never trusted. The first sight is recorded beside the lock (`.lock.seen-HOST`), so a claim
+refused now takes the lock over when retried after STALE_S if nothing refreshed it meanwhile."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import json
 import os
 import socket
@@ -20,6 +24,7 @@ import time
 import torch
 
 from train.contract.errors import UsageError
+from train.contract.files import atomic_write
 from train.launch import distributed
 from train.runner import checkpoint
 from train.runner.options import RunConfig, differences, saved_experiment
@@ -28,6 +33,17 @@ from train.runner.resume import ResumePlan, _ended_run, _how_it_ended, refuse_if
 LOCK = ".lock"
 REFRESH_S = 30.0
 STALE_S = 300.0  # ten missed refreshes: the holder's node is gone (a node failure leaves its lock behind)
+SEEN = ".seen-"  # LOCK + SEEN + host: when this host first saw the lock as it is now, by its monotonic clock
+clock = time.monotonic  # this host's own clock, shared by its processes until it reboots (tests replace it)
+
+
+def _boot_id() -> str:
+    """This boot of this host: a monotonic time recorded before a reboot means nothing after it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 class RunFolderLock:
@@ -37,6 +53,7 @@ class RunFolderLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mine: str | None = None
+        self._seen_s = 0.0  # how long this host has seen another host's lock unchanged, at the last claim
 
     def acquire(self) -> "RunFolderLock":
         """Claim the folder, or raise a UsageError naming who holds it (or why it cannot be written)."""
@@ -47,11 +64,8 @@ class RunFolderLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is None or not self._stale(holder):
-                    who = (f"pid {holder['pid']} on {holder['host']} since {holder['since']}" if holder
-                           else "another process")
-                    raise UsageError(f"run folder {self.run_dir} is in use by {who} ({self.path}); wait for it to "
-                                     f"end, or delete that file if that process is gone") from None
+                if not self._stale(holder):
+                    raise UsageError(self._held(holder)) from None
                 try:
                     os.rename(self.path, f"{self.path}.stale-{os.getpid()}")
                     os.unlink(f"{self.path}.stale-{os.getpid()}")
@@ -64,6 +78,7 @@ class RunFolderLock:
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self._mine = me
+            self._forget_sightings()  # they were of the lock it replaced
             self._thread = threading.Thread(target=self._refresh, name="run-folder-lock", daemon=True)
             self._thread.start()
             return self
@@ -76,7 +91,13 @@ class RunFolderLock:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+            self._forget_sightings()  # of waiters refused while it ran: nothing of the lock stays behind
         self._mine = None
+
+    def _forget_sightings(self) -> None:
+        for seen in glob.glob(glob.escape(self.path + SEEN) + "*"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(seen)
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_S):
@@ -99,8 +120,10 @@ class RunFolderLock:
         except ValueError:
             return None  # being written this instant, or not ours: treat as held
 
-    def _stale(self, holder: dict) -> bool:
-        if holder["host"] == socket.gethostname():
+    def _stale(self, holder: dict | None) -> bool:
+        """Whether the holder is gone: a dead process of this host at once; any other lock (another host's, or
+        one that does not parse) once this host has seen it unchanged for STALE_S."""
+        if holder is not None and holder["host"] == socket.gethostname():
             try:
                 os.kill(int(holder["pid"]), 0)
             except ProcessLookupError:
@@ -108,10 +131,43 @@ class RunFolderLock:
             except PermissionError:
                 return False
             return int(holder["pid"]) == os.getpid()  # this very process, claiming again
+        self._seen_s = self._unchanged_for()
+        return self._seen_s >= STALE_S
+
+    def _unchanged_for(self) -> float:
+        """Seconds of this host's clock that it has seen the lock as it is now (content and time stamp); 0 at
+        the first sight, which is recorded for a later claim of this host to compare with."""
         try:
-            return time.time() - os.path.getmtime(self.path) > STALE_S
+            now = f"{os.stat(self.path).st_mtime_ns} {self._read()}"
         except OSError:
-            return False
+            return 0.0  # gone this instant: the next try meets the new state
+        record = self.path + SEEN + socket.gethostname()
+        try:
+            with open(record) as f:
+                seen = json.load(f)
+            if seen["lock"] == now and seen["boot"] == _boot_id() and clock() >= seen["at"]:
+                return clock() - seen["at"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no sight yet, or one of a lock since refreshed or replaced: this is the first
+        with contextlib.suppress(OSError):  # not recorded: each claim is then a first sight, the lock kept
+            atomic_write(record, lambda f: json.dump({"lock": now, "boot": _boot_id(), "at": clock()}, f))
+        return 0.0
+
+    def _held(self, holder: dict | None) -> str:
+        """The refusal: who holds the folder and, for a holder this host cannot check, when it may retry."""
+        who = f"pid {holder['pid']} on {holder['host']} since {holder['since']}" if holder else "another process"
+        text = f"run folder {self.run_dir} is in use by {who} ({self.path})"
+        if holder is not None and holder["host"] == socket.gethostname():
+            return text + "; wait for it to end, or delete that file if that process is gone"
+        try:
+            age = time.time() - os.path.getmtime(self.path)
+            text += (f", last refreshed {age:.0f} s ago by its file time" if age >= 0 else
+                     f", its file time {-age:.0f} s ahead of this host's clock")
+        except OSError:
+            pass
+        return (text + " (another host's clock, not trusted); if that holder is gone, run this again in "
+                f"{STALE_S - self._seen_s:.0f} s (this host takes over a lock it has seen unchanged for "
+                f"{STALE_S:.0f} s), or delete that file")
 
 
 @contextlib.contextmanager
