@@ -143,7 +143,8 @@ def _why_a_path(source: str) -> str | None:
         return "it is a path, not W&B's ENTITY/PROJECT, so W&B was not asked"
     first = source.replace(os.sep, "/").split("/")[0]
     if "/" in source.replace(os.sep, "/") and os.path.exists(first):
-        return f"{first}/ is a folder here, so W&B was not asked for it as ENTITY/PROJECT"
+        kind = "/ is a folder" if os.path.isdir(first) else " is a file"
+        return f"{first}{kind} here, so W&B was not asked for it as ENTITY/PROJECT"
     return None
 
 
@@ -162,7 +163,7 @@ def nearest_folder(path: str) -> str | None:
     close = difflib.get_close_matches(parts[depth], folders, n=1, cutoff=0.6)
     if close:
         return os.path.join(base, close[0])
-    return base if base not in ("", ".") else None
+    return base if base not in ("", ".", os.sep) else None  # the current folder or / tells nothing
 
 
 def _not_a_folder(source: str) -> str:
