@@ -1,7 +1,9 @@
-"""Run names: one folder inside --out-dir, whoever chose them (--name, --resume auto, a sweep's point)."""
+"""Run names, one folder inside --out-dir whoever chose them (--name, --resume auto, a sweep's point), and
+W&B's caches, inside --out-dir too."""
 
 from __future__ import annotations
 
+import os
 import re
 
 from train.contract.errors import UsageError
@@ -20,3 +22,13 @@ def check_run_name(name: str, made: str = "") -> str:
     if len(name) > MAX_NAME or not _NAME.fullmatch(name):
         raise UsageError(f"{shown}{f' ({made})' if made else ''} is not allowed: {NAME_RULE}")
     return name
+
+
+CACHE_VARS = ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR")
+
+
+def keep_caches_in(out_dir: str) -> None:
+    """W&B's staging copies and caches default to the home folder, which fills small HPC home quotas: they go
+    to OUT_DIR/.wandb-cache unless the user chose a folder (the variable is set)."""
+    for var in CACHE_VARS:
+        os.environ.setdefault(var, os.path.join(os.path.abspath(out_dir), ".wandb-cache"))

@@ -22,7 +22,8 @@ def new_run_id() -> str:
 
 def default_name(cfg: RunConfig, run_id: str) -> str:
     """The name of a run without --name; the id may come from $WANDB_RUN_ID, which anyone could have set."""
-    return check_run_name(f"r{cfg.depth}-{cfg.precision}-{run_id}", made="the run name made from the run id")
+    name = f"r{cfg.depth}-{cfg.precision}-{run_id}"
+    return check_run_name(name, made="the run name made from the run id, $WANDB_RUN_ID if set")
 
 
 @dataclass(frozen=True)
