@@ -58,12 +58,15 @@ def _one_run_with_world_size_2(out_dir, name, grad_bytes=RESNET18_GRAD_BYTES):
 
 
 def test_gpus_2_starts_two_workers_through_the_elastic_launcher(tmp_path):
-    result = subprocess.run([sys.executable, RUN, "--gpus", "2", *COMMON, "--out-dir", str(tmp_path), "--name", "g2"],
-                            env=_env(), capture_output=True, text=True, timeout=300)
+    out, tmp = tmp_path / "runs", tmp_path / "tmp"
+    tmp.mkdir()
+    result = subprocess.run([sys.executable, RUN, "--gpus", "2", *COMMON, "--out-dir", str(out), "--name", "g2"],
+                            env={**_env(), "TMPDIR": str(tmp)}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    summary = _one_run_with_world_size_2(tmp_path, "g2")
+    summary = _one_run_with_world_size_2(out, "g2")
     assert summary["config"]["system"]["launcher"] == "torchrun"
     assert result.stdout.count("done:") == 1  # rank 1 prints nothing
+    assert not [d for d in os.listdir(tmp) if d.startswith("torchelastic_")]  # the agent's log folder is removed
 
 
 def test_torchrun_runs_the_same_script_unchanged_and_compression_halves_the_all_reduce_bytes(tmp_path):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -70,7 +72,9 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
 
     if nodes > 1 and not rdzv_endpoint:
         raise UsageError(f"--nodes {nodes} needs --rdzv-endpoint HOST:PORT, the same on every node")
-    config = _launch_config(gpus, nodes, rdzv_endpoint, rdzv_id, timeout_s)
+    # The agent's log folder (the workers' error files), otherwise a $TMPDIR/torchelastic_* it never removes.
+    logs = tempfile.mkdtemp(prefix="torchelastic_")
+    config = _launch_config(gpus, nodes, rdzv_endpoint, rdzv_id, timeout_s, logs)
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")
     stop = _StopForwarder()
     previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
@@ -92,10 +96,13 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        shutil.rmtree(logs, ignore_errors=True)  # the failures above were read from it already
     return 0
 
 
-def _launch_config(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None, timeout_s: float):
+def _launch_config(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None, timeout_s: float,
+                   log_dir: str):
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig
 
     # The agent's own SIGTERM handling stops the workers (SIGTERM, then SIGKILL 30 s later) and ends the
@@ -107,7 +114,8 @@ def _launch_config(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: st
         min_nodes=nodes, max_nodes=nodes, nproc_per_node=gpus,
         rdzv_backend="c10d", rdzv_endpoint=rdzv_endpoint or "localhost:0",
         run_id=rdzv_id or (os.environ.get("SLURM_JOB_ID") if nodes > 1 else None) or uuid.uuid4().hex[:12],
-        rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5, **agent_signals,
+        rdzv_configs={"timeout": int(timeout_s)}, max_restarts=0, monitor_interval=0.5,
+        logs_specs=DefaultLogsSpecs(log_dir=log_dir), **agent_signals,
     )
 
 

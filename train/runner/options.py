@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from train.contract.cli import OneLineParser
 from train.contract.errors import UsageError
 from train.contract.experiment import DEFAULT_TARGETS, EXPERIMENT_DEFAULTS, PRECISIONS
+from train.contract.names import NAME_RULE, check_run_name
 
 DEPTHS = (18, 34, 50)
 # torch.compile of the model (forward and backward): none (eager), Inductor's default, max-autotune (longer
@@ -51,6 +52,14 @@ def _accuracy(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected an accuracy between 0 and 1 (93% is 0.93), got {text}")
     return value
+
+
+def _run_name(text: str) -> str:
+    """An argparse type: a run name, one folder inside --out-dir (checked before anything is written)."""
+    try:
+        return check_run_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # The argparse groups, in the order --help and docs/options.md show them.
@@ -152,7 +161,8 @@ class RunConfig:
     project: str = option("precision-depth-gpus", "W&B project", OUTPUT)
     entity: str | None = option(None, "W&B entity (user or team)", OUTPUT)
     group: str | None = option(None, "W&B group (default: r{depth}-{precision})", OUTPUT)
-    name: str | None = option(None, "run name and folder name (default: r{depth}-{precision}-{run id})", OUTPUT)
+    name: str | None = option(None, "run name and folder name (default: r{depth}-{precision}-{run id}); "
+                              + NAME_RULE, OUTPUT, type=_run_name)
     tags: list[str] = option([], "W&B tags", OUTPUT, nargs="*")
     wandb_mode: str | None = option(None, "default: $WANDB_MODE if set, else online when W&B credentials are "
                                     "configured, else offline", OUTPUT, choices=("online", "offline", "disabled"))

@@ -11,6 +11,7 @@ import string
 from dataclasses import dataclass
 
 from train.contract.errors import UsageError
+from train.contract.names import check_run_name
 from train.runner import checkpoint
 from train.runner.options import RunConfig
 
@@ -20,7 +21,9 @@ def new_run_id() -> str:
 
 
 def default_name(cfg: RunConfig, run_id: str) -> str:
-    return f"r{cfg.depth}-{cfg.precision}-{run_id}"
+    """The name of a run without --name; the id may come from $WANDB_RUN_ID, which anyone could have set."""
+    name = f"r{cfg.depth}-{cfg.precision}-{run_id}"
+    return check_run_name(name, made="the run name made from the run id, $WANDB_RUN_ID if set")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 
 from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 from train.contract.files import atomic_write
+from train.contract.names import keep_caches_in
 from train.launch import distributed
 from train.launch.signals import StopRequest
 from train.measure import nvml
@@ -88,6 +89,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     policy, backend_flags = setup.build_policy(cfg)
     policy.check_device(device)
     check_out_dir(cfg.out_dir)
+    keep_caches_in(cfg.out_dir)
     compiling.check(cfg.compile, device)
     data = setup.build_data(cfg, policy, device, ranks)
     identity = experiment(cfg, world_size=ranks.world_size, train_images=len(data.train_split), device=device.type)

@@ -102,9 +102,6 @@ class Tracker:
                  entity: str | None, group: str | None, tags: list[str], config: dict, say,
                  stats_interval: float | None = None, world_size: int = 1, init_timeout: float = 30.0):
         self.world_size = world_size
-        # W&B's staging copies and caches default to the home folder, which fills small HPC home quotas.
-        for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR"):
-            os.environ.setdefault(var, os.path.join(os.path.dirname(run_dir), ".wandb-cache"))
         # A parent that uses W&B itself (a driver script, a notebook, a test process) passes its service's
         # address down in $WANDB_SERVICE. A run of its own starts its own service: in the parent's, a failed
         # online start's run id stays taken ("run ID ... is in use"), so the run could not go offline under it,

@@ -25,6 +25,7 @@ import yaml
 
 from train.contract.errors import EXIT_DIVERGED, UsageError, first_line
 from train.contract.files import RESULT_FILE
+from train.contract.names import check_run_name
 from train.runner.options import OneLineParser, positive_int
 from train.runner.options import build_parser as runner_parser
 
@@ -78,6 +79,15 @@ def point_name(sweep: str, point: dict) -> tuple[str, str]:
     digest = hashlib.sha1(json.dumps([sweep, point], sort_keys=True).encode()).hexdigest()
     readable = "-".join(f"{k}{v}" for k, v in point.items() if k in ("depth", "precision", "gpus", "seed"))
     return f"{readable}-{digest[:6]}" if readable else digest[:12], digest[:8]
+
+
+def check_names(path: str, config: dict, out_dir_given: bool) -> None:
+    """Every point's folder, and the sweep's when it makes the default out-dir, is one folder name: the values
+    come from a YAML that someone else may have written. Refused before any point runs."""
+    if not out_dir_given:
+        check_run_name(str(config["name"]), made=f"the name of sweep file {path}, which makes its --out-dir")
+    for point in grid(config):
+        check_run_name(point_name(config["name"], point)[0], made=f"the folder name of a point of {path}")
 
 
 def flags(point: dict) -> list[str]:
@@ -198,6 +208,7 @@ def main(argv=None) -> int:
         config = load(args.sweep)
         if args.seeds:
             config["parameters"]["seed"] = {"values": list(dict.fromkeys(args.seeds))}
+        check_names(args.sweep, config, out_dir_given=bool(args.out_dir))
         out_dir = os.path.abspath(args.out_dir or os.path.join("runs", str(config["name"])))
         if args.action == "list":
             return cmd_list(config, out_dir)
