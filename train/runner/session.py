@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -43,9 +44,13 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
     whose imports count in time/setup_s), else now."""
     setup_started = time.perf_counter() if started is None else started
     where = plan_resume(cfg)
+    first = worker is None or worker.get("rank", 0) == 0  # one line for the job, not one per worker
     if where.ended:  # a run that reached its end (or diverged) is a result: never run again, never rewritten
-        print(f"{where.run_dir} has already ended ({where.ended}); nothing to do")
+        if first:
+            print(f"{where.run_dir} has already ended ({where.ended}); nothing to do: {where.hint}")
         return {"finished_before": True}
+    if where.note and first:
+        print(f"warning: {where.note}", file=sys.stderr, flush=True)
     if worker is not None:
         ranks, device = distributed.init(worker, cfg.device, cfg.dist_timeout)
     else:
