@@ -29,13 +29,15 @@ class ResumePlan:
     folder it names (None for a new run not started by --resume auto). name: the run's name where --resume auto
     fixed it (--name, or one made from $WANDB_RUN_ID), else --name. ended: how the run in run_dir ended, if it
     has and this command would not train it further: then there is nothing to do, and `hint` says what would.
-    note: one line to tell the user before continuing (a result.json that proves nothing)."""
+    extends: the run had finished at a --max-steps this command raises (or drops): it trains on. note: one
+    line to tell the user before continuing (a result.json that proves nothing)."""
 
     run_dir: str | None = None
     name: str | None = None
     checkpoint: str | None = None
     ended: str | None = None
     hint: str | None = None
+    extends: bool = False
     note: str | None = None
 
 
@@ -62,7 +64,8 @@ def plan_resume(cfg: RunConfig) -> ResumePlan:
     if ended:
         # A run that reached its end (or diverged) is a result: never run again, never rewritten.
         return ResumePlan(run_dir=run_dir, name=name, ended=ended[0], hint=ended[1])
-    return ResumePlan(run_dir=run_dir, name=name, checkpoint=checkpoint.resolve(resume))
+    extends = os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE))  # it proved an end, not this one's
+    return ResumePlan(run_dir=run_dir, name=name, checkpoint=checkpoint.resolve(resume), extends=extends)
 
 
 def auto_run_dir(cfg: RunConfig) -> tuple[str, str]:
