@@ -115,7 +115,10 @@ def how_it_ended(run_dir: str, max_steps: int | None) -> tuple[str, str] | None:
     if result["end"] == "target_reached":
         return (f"reached --stop-at-acc at step {steps}",
                 "a run to another --stop-at-acc (or to its --epochs) is another experiment: use another --name")
-    cut_at = _cut_by_max_steps(run_dir, steps)
+    try:
+        cut_at = _cut_by_max_steps(run_dir, steps)
+    except UsageError as e:
+        return f"finished at step {steps}", f"it cannot be extended: {e}"
     if cut_at is None:
         return f"finished at step {steps}", "it trained all its --epochs; more epochs are another experiment: " \
             "use another --name"
@@ -127,12 +130,12 @@ def how_it_ended(run_dir: str, max_steps: int | None) -> tuple[str, str] | None:
 
 def _cut_by_max_steps(run_dir: str, steps: int) -> int | None:
     """The --max-steps the finished run stopped at, when it stopped there before the end of its epochs (from its
-    checkpoint's experiment: epochs of whole batches per process); None when it trained all its epochs or its
-    checkpoint cannot tell (a run that cannot be continued)."""
+    checkpoint's experiment: epochs of whole batches per process); None when it trained all its epochs. A
+    checkpoint that cannot be read is a UsageError: the run cannot be continued."""
+    saved = checkpoint.load(os.path.join(run_dir, checkpoint.FILENAME))
     try:
-        saved = checkpoint.load(os.path.join(run_dir, checkpoint.FILENAME))
         e, max_steps = saved["experiment"], saved["config"].get("max_steps")
         schedule_steps = e["epochs"] * (e["train_images"] // e["world_size"] // e["batch_size"])
         return max_steps if max_steps is not None and steps < schedule_steps else None
-    except (UsageError, KeyError, TypeError, ZeroDivisionError):
-        return None
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None  # an experiment without these: trained before they were kept, not to be extended
