@@ -213,7 +213,7 @@ def test_resume_auto_plans_a_start_a_continuation_or_nothing_and_leaves_the_conf
     assert plan_resume(cfg) == ResumePlan(run_dir=run_dir, name="r",
                                           checkpoint=os.path.join(run_dir, checkpoint.FILENAME))
     with open(os.path.join(run_dir, "result.json"), "w") as f:
-        f.write('{"train/steps": 20}')
+        f.write('{"train/steps": 20, "end": "finished"}')  # proof of an end: it parses and names it
     assert plan_resume(cfg).ended == "finished at step 20" and plan_resume(cfg).checkpoint is None
     assert (cfg.resume, cfg.name) == ("auto", "r")
 

@@ -9,11 +9,45 @@ from __future__ import annotations
 
 import errno
 import glob
+import json
 import os
 import socket
 from typing import IO, Callable
 
+from train.contract.errors import first_line
+
 RESULT_FILE = "result.json"  # the run's summary, written when it finishes: reruns (sweeps, requeues) skip it
+ENDS = ("finished", "diverged", "target_reached")  # result.json's `end` (train/end): how the run ended
+
+
+class UnreadableResult(ValueError):
+    """A result.json that proves nothing: cut short, not JSON, or naming no end. `why` says which."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path} is unreadable ({why})")
+        self.path, self.why = path, why
+
+
+def read_result(run_dir: str) -> dict | None:
+    """The run's result.json when it proves the run ended: it parses and its `end` is one of ENDS. None: there
+    is none. Any other file there raises UnreadableResult: a presence alone is no proof (a node that died
+    mid-write before writes were atomic, a disk error or a hand edit leave such files)."""
+    path = os.path.join(run_dir, RESULT_FILE)
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise UnreadableResult(path, e.strerror or type(e).__name__) from None
+    try:
+        result = json.loads(text)
+    except ValueError as e:
+        raise UnreadableResult(path, f"not JSON: {first_line(e)}") from None
+    if not isinstance(result, dict) or result.get("end") not in ENDS:
+        end = result.get("end") if isinstance(result, dict) else None
+        raise UnreadableResult(path, f"its 'end' is {end!r}, not one of {', '.join(ENDS)}")
+    return result
 
 
 class DiskFull(OSError):

@@ -23,12 +23,13 @@ import time
 
 import torch
 
+from train.contract import files
 from train.contract.errors import UsageError
 from train.contract.files import atomic_write
 from train.launch import distributed
 from train.runner import checkpoint
 from train.runner.options import RunConfig, differences, saved_experiment
-from train.runner.resume import ResumePlan, _ended_run, _how_it_ended, refuse_if_it_holds_a_run, run_identity
+from train.runner.resume import ResumePlan, how_it_ended, refuse_if_it_holds_a_run, run_identity
 
 LOCK = ".lock"
 REFRESH_S = 30.0
@@ -194,7 +195,7 @@ def claim_run(cfg: RunConfig, plan: ResumePlan, identity: dict,
     """(lock, checkpoint or None, (run id, name, folder)): the folder claimed for this process, after checking
     that a resume is the same experiment and that the checkpoint will fit."""
     if plan.checkpoint:
-        return _claim_to_continue(plan.checkpoint, identity)
+        return _claim_to_continue(plan.checkpoint, identity, cfg.max_steps)
     run_id, name, run_dir = run_identity(cfg, plan.name)
     check_free_space(cfg.out_dir, ckpt_bytes)
     os.makedirs(run_dir, exist_ok=True)
@@ -207,13 +208,18 @@ def claim_run(cfg: RunConfig, plan: ResumePlan, identity: dict,
     return lock, None, (run_id, name, run_dir)
 
 
-def _claim_to_continue(path: str, identity: dict) -> tuple[RunFolderLock, dict, tuple]:
-    """claim_run for the checkpoint `path`: its folder, unless the run ended meanwhile or is another experiment."""
+def _claim_to_continue(path: str, identity: dict, max_steps: int | None) -> tuple[RunFolderLock, dict, tuple]:
+    """claim_run for the checkpoint `path`: its folder, unless the run ended meanwhile (beyond what `max_steps`
+    extends) or is another experiment."""
     run_dir = os.path.dirname(os.path.abspath(path))
     lock = RunFolderLock(run_dir).acquire()  # also: the folder can be written
     try:
-        if _ended_run(run_dir):  # a process that held the folder until now finished it
-            raise UsageError(f"{run_dir} has just ended ({_how_it_ended(run_dir)}); nothing to do")
+        try:
+            ended = how_it_ended(run_dir, max_steps)
+        except files.UnreadableResult:
+            ended = None  # said when the resume was planned: the run continues and writes it anew
+        if ended:  # a process that held the folder until now finished it
+            raise UsageError(f"{run_dir} has just ended ({ended[0]}); nothing to do: {ended[1]}")
         resumed = checkpoint.load(path)
         changed = differences(saved_experiment(resumed["experiment"]), identity)
         if changed:

@@ -4,12 +4,12 @@ a ResumePlan; the RunConfig stays as parsed."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import string
 from dataclasses import dataclass
 
+from train.contract import files
 from train.contract.errors import UsageError
 from train.contract.names import check_run_name
 from train.runner import checkpoint
@@ -31,19 +31,24 @@ class ResumePlan:
     """What --resume resolved to. checkpoint: the file to continue from, None to start a new run. run_dir: the
     folder it names (None for a new run not started by --resume auto). name: the run's name where --resume auto
     fixed it (--name, or one made from $WANDB_RUN_ID), else --name. ended: how the run in run_dir ended, if it
-    has: then there is nothing to do."""
+    has and this command would not train it further: then there is nothing to do, and `hint` says what would.
+    extends: the run had finished at a --max-steps this command raises (or drops): it trains on. note: one
+    line to tell the user before continuing (a result.json that proves nothing)."""
 
     run_dir: str | None = None
     name: str | None = None
     checkpoint: str | None = None
     ended: str | None = None
+    hint: str | None = None
+    extends: bool = False
+    note: str | None = None
 
 
 def plan_resume(cfg: RunConfig) -> ResumePlan:
     """--resume as a plan: a checkpoint file, a run folder holding one, or auto; nothing given, a new run."""
     if cfg.resume == "auto":
         run_dir, name = auto_run_dir(cfg)
-        if not (_ended_run(run_dir) or os.path.exists(os.path.join(run_dir, checkpoint.FILENAME))):
+        if not _holds_a_run(run_dir):
             return ResumePlan(run_dir=run_dir, name=name)  # nothing there yet: start it
         resume = run_dir
     elif cfg.resume:
@@ -51,10 +56,19 @@ def plan_resume(cfg: RunConfig) -> ResumePlan:
     else:
         return ResumePlan(name=cfg.name)
     run_dir = resume if os.path.isdir(resume) else os.path.dirname(os.path.abspath(resume))
-    if _ended_run(run_dir):
+    try:
+        ended = how_it_ended(run_dir, cfg.max_steps)
+    except files.UnreadableResult as e:
+        if not os.path.isfile(os.path.join(run_dir, checkpoint.FILENAME)):
+            raise UsageError(f"{e}, and {run_dir} has no checkpoint to continue from: move that folder aside (or "
+                             "delete it) and run the command again to train the run anew") from None
+        note = f"{e}: it proves nothing, so the run continues from its checkpoint and writes it anew at its end"
+        return ResumePlan(run_dir=run_dir, name=name, checkpoint=checkpoint.resolve(resume), note=note)
+    if ended:
         # A run that reached its end (or diverged) is a result: never run again, never rewritten.
-        return ResumePlan(run_dir=run_dir, name=name, ended=_how_it_ended(run_dir))
-    return ResumePlan(run_dir=run_dir, name=name, checkpoint=checkpoint.resolve(resume))
+        return ResumePlan(run_dir=run_dir, name=name, ended=ended[0], hint=ended[1])
+    extends = os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE))  # it proved an end, not this one's
+    return ResumePlan(run_dir=run_dir, name=name, checkpoint=checkpoint.resolve(resume), extends=extends)
 
 
 def auto_run_dir(cfg: RunConfig) -> tuple[str, str]:
@@ -79,23 +93,52 @@ def run_identity(cfg: RunConfig, name: str | None) -> tuple[str, str, str]:
 
 
 def refuse_if_it_holds_a_run(run_dir: str) -> None:
-    if os.path.exists(os.path.join(run_dir, checkpoint.FILENAME)) or _ended_run(run_dir):
+    if _holds_a_run(run_dir):
         raise UsageError(f"run folder {run_dir} already holds a run; continue it with --resume {run_dir} "
                          "or choose another --name")
 
 
-def _ended_run(run_dir: str) -> str | None:
-    return run_dir if os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE)) else None
+def _holds_a_run(run_dir: str) -> bool:
+    """A checkpoint or a result.json, readable or not: a folder a new run must not take over."""
+    return any(os.path.exists(os.path.join(run_dir, f)) for f in (checkpoint.FILENAME, checkpoint.RESULT_FILE))
 
 
-def _how_it_ended(run_dir: str) -> str:
+def how_it_ended(run_dir: str, max_steps: int | None) -> tuple[str, str] | None:
+    """(how the run ended, what would continue it) when its result.json proves it ended and a run to
+    `max_steps` (--max-steps; None: to the end of its epochs) would not train it further; None when it has not
+    ended, or ended only at a --max-steps that this command raises (or drops): the run is then extended.
+    Raises files.UnreadableResult for a result.json that proves nothing."""
+    result = files.read_result(run_dir)
+    if result is None:
+        return None
+    steps = result.get("train/steps")
+    if result["end"] == "diverged":
+        return (f"diverged at step {result.get('train/diverged_at_step')}",
+                "a diverged run is a result; train it again under another --name")
+    if result["end"] == "target_reached":
+        return (f"reached --stop-at-acc at step {steps}",
+                "a run to another --stop-at-acc (or to its --epochs) is another experiment: use another --name")
     try:
-        with open(os.path.join(run_dir, checkpoint.RESULT_FILE)) as f:
-            result = json.load(f)
-    except (OSError, ValueError):
-        return f"{checkpoint.RESULT_FILE} present"
-    if result.get("train/diverged_at_step"):
-        return f"diverged at step {result['train/diverged_at_step']}"
-    if result.get("end") == "target_reached":
-        return f"reached --stop-at-acc at step {result.get('train/steps')}"
-    return f"finished at step {result.get('train/steps')}"
+        cut_at = _cut_by_max_steps(run_dir, steps)
+    except UsageError as e:
+        return f"finished at step {steps}", f"it cannot be extended: {e}"
+    if cut_at is None:
+        return f"finished at step {steps}", "it trained all its --epochs; more epochs are another experiment: " \
+            "use another --name"
+    if max_steps is None or max_steps > steps:
+        return None  # cut_at is not None: steps is a number
+    return f"finished at step {steps}", f"it stopped at --max-steps {cut_at}: resume with a larger --max-steps " \
+        "(or none) to train on"
+
+
+def _cut_by_max_steps(run_dir: str, steps: int) -> int | None:
+    """The --max-steps the finished run stopped at, when it stopped there before the end of its epochs (from its
+    checkpoint's experiment: epochs of whole batches per process); None when it trained all its epochs. A
+    checkpoint that cannot be read is a UsageError: the run cannot be continued."""
+    saved = checkpoint.load(os.path.join(run_dir, checkpoint.FILENAME))
+    try:
+        e, max_steps = saved["experiment"], saved["config"].get("max_steps")
+        schedule_steps = e["epochs"] * (e["train_images"] // e["world_size"] // e["batch_size"])
+        return max_steps if max_steps is not None and steps < schedule_steps else None
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None  # an experiment without these: trained before they were kept, not to be extended

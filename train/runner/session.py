@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -44,9 +45,13 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
     whose imports count in time/setup_s), else now."""
     setup_started = time.perf_counter() if started is None else started
     where = plan_resume(cfg)
+    first = worker is None or worker.get("rank", 0) == 0  # one line for the job, not one per worker
     if where.ended:  # a run that reached its end (or diverged) is a result: never run again, never rewritten
-        print(f"{where.run_dir} has already ended ({where.ended}); nothing to do")
+        if first:
+            print(f"{where.run_dir} has already ended ({where.ended}); nothing to do: {where.hint}")
         return {"finished_before": True}
+    if where.note and first:
+        print(f"warning: {where.note}", file=sys.stderr, flush=True)
     if worker is not None:
         ranks, device = distributed.init(worker, cfg.device, cfg.dist_timeout)
     else:
@@ -101,7 +106,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     # rank learns the run's id, name and folder, or the one line saying why not. The claim ends with the run.
     with claimed(cfg, where, ranks, identity, checkpoint_bytes(model, cfg.optimizer, cfg.momentum)) as \
             (resumed, run_id, name, run_dir):
-        t, compile_s = _set_up(built, resumed, run_id, name, run_dir)
+        t, compile_s = _set_up(built, resumed, run_id, name, run_dir, where.extends)
         setup_s = time.perf_counter() - setup_started - (compile_s or 0.0)
         t.console.say(f"set-up {setup_s:.1f}s (imports, data, model, device probe, W&B start; time/setup_s)")
         # An eager benchmark point warms up as compiling did (bf16 on a CPU is ~20% slower for its first few
@@ -119,9 +124,11 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         return result
 
 
-def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str) -> tuple[Training, float | None]:
+def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str,
+            extends: bool = False) -> tuple[Training, float | None]:
     """From the claimed folder to the first step: optimizer, W&B config, NVML, training state (resumed), DDP,
-    compile and the W&B run. Returns the training and the compile's seconds (None: eager)."""
+    compile and the W&B run; `extends`: the resumed run had finished at a smaller --max-steps. Returns the
+    training and the compile's seconds (None: eager)."""
     cfg, ranks, device = b.cfg, b.ranks, b.device
     model = b.model.to(device, memory_format=b.data.memory_format)
     plan = setup.build_plan(cfg, len(b.data.train_loader))
@@ -137,6 +144,8 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
     ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
     if resumed is not None:
         state.load_state_dict(resumed["state"])  # before DDP, which broadcasts rank 0's weights
+        if extends:
+            _extend(state, plan, console)
         console.say(f"resumed from {ckpt_path} at step {state.progress.step} (epoch {state.loader.epoch + 1}, "
                     f"segment {state.progress.segments + 1})")
     stepping, comm, compile_s = _stepping_model(b, model, resumed is not None, console)
@@ -151,6 +160,16 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
                  console=console, checkpointer=Checkpointer(ckpt_path, state, meta, cfg.ckpt_every, ranks),
                  evaluation=evaluation, stopping=Stopping(b.stop, ranks), ranks=ranks, comm=comm, hooks=b.hooks)
     return t, compile_s
+
+
+def _extend(state, plan: Plan, console: Console) -> None:
+    """Train on a run that finished at --max-steps. Its end closed the epoch it was in (the epoch's record and
+    evaluation are logged): one cut at the epoch's last batch goes on with the next epoch, not with an empty
+    rest of that one, which would log its end a second time."""
+    if state.loader.step >= len(state.loader):
+        state.loader.load_state_dict({"epoch": state.loader.epoch + 1, "step": 0})
+    console.say(f"extending the run, which had finished at step {state.progress.step}, to step {plan.total_steps} "
+                "in the same W&B run; result.json is written anew at its end")
 
 
 def _describe(b: Built, config: dict, plan: Plan) -> str:

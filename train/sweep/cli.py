@@ -24,7 +24,7 @@ import sys
 import yaml
 
 from train.contract.errors import EXIT_DIVERGED, UsageError, first_line
-from train.contract.files import RESULT_FILE
+from train.contract.files import UnreadableResult, read_result
 from train.contract.names import check_run_name
 from train.runner.options import OneLineParser, positive_int
 from train.runner.options import build_parser as runner_parser
@@ -109,8 +109,12 @@ def command(config: dict, point: dict, out_dir: str) -> tuple[list[str], str, st
 
 
 def finished(out_dir: str, name: str) -> bool:
-    """The point ended: finished, or diverged (its result.json says which)."""
-    return os.path.exists(os.path.join(out_dir, name, RESULT_FILE))
+    """The point ended: its result.json proves it as a resume would (it parses and names how the run ended).
+    An unreadable one is not finished: its run, rerun with --resume auto, says so and continues."""
+    try:
+        return read_result(os.path.join(out_dir, name)) is not None
+    except UnreadableResult:
+        return False
 
 
 def cmd_list(config: dict, out_dir: str) -> int:
