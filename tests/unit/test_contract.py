@@ -63,13 +63,12 @@ def test_one_copy_of_each_fact_serves_both_sides():
     from train.launch import elastic, signals
     from train.measure.peaks import PRECISION_CLASS
     from train.runner import checkpoint, options, tracking
-    from train.sweep import cli as sweep
 
     assert options.PRECISIONS is PRECISIONS and list(plots.COLOURS) == list(PRECISIONS)
     assert set(PRECISION_CLASS) == set(PRECISIONS)
     assert options.EXPERIMENT_DEFAULTS is EXPERIMENT_DEFAULTS and options.DEFAULT_TARGETS is DEFAULT_TARGETS
     assert columns.DEFAULT_TARGETS == ("80", "90", "93", "94")
-    assert checkpoint.RESULT_FILE == benchmark.RESULT_FILE == sweep.RESULT_FILE == files.RESULT_FILE == "result.json"
+    assert checkpoint.RESULT_FILE == benchmark.RESULT_FILE == files.RESULT_FILE == "result.json"
     assert tracking.STEP_PREFIXES is STEP_PREFIXES
     assert options.OneLineParser is OneLineParser
     assert elastic.STOP_SIGNALS is signals.STOP_SIGNALS == (signal.SIGTERM, signal.SIGUSR1)
