@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED
+from train.contract.errors import EXIT_DIVERGED
 from train.contract.files import atomic_write
 from train.launch import distributed
 from train.launch.signals import StopRequest
@@ -190,7 +190,7 @@ def _fit_and_close(t: Training, b: Built, params: int, setup_s: float, compile_s
                           f"checkpoint at {t.checkpointer.path}; run the same command (with --resume auto, or "
                           "--resume RUN_DIR) to continue this W&B run")
             t.tracker.preempting()
-            exit_code = EXIT_PREEMPTED
+            exit_code = b.stop.exit_status()  # 130 after Ctrl-C, else 75
             return summary, size
         state_dict = t.state.model.state_dict()
         summary.update({"model/params": params, "ckpt/size_bytes": size, "time/setup_s": setup_s,
