@@ -34,7 +34,7 @@ from train.runner.resume import ResumePlan, plan_resume
 from train.runner.setup import pick_device
 from train.runner.stopping import Stopping
 from train.runner.tracking import Tracker, choose_mode
-from train.runner.wandb_config import wandb_config
+from train.runner.wandb_config import add_segment, wandb_config
 
 
 def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None = None,
@@ -137,6 +137,9 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
         state.load_state_dict(resumed["state"])  # before DDP, which broadcasts rank 0's weights
         console.say(f"resumed from {ckpt_path} at step {state.progress.step} (epoch {state.loader.epoch + 1}, "
                     f"segment {state.progress.segments + 1})")
+    changed = add_segment(state.progress, config["provenance"])  # before W&B starts: the config holds the list
+    if changed:
+        console.say(changed)
     stepping, comm, compile_s = _stepping_model(b, model, resumed is not None, console)
     tracker = setup.build_tracker(cfg, ranks, mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name,
                                   config=config, say=console.say)
