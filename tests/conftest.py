@@ -76,10 +76,12 @@ def run_cli(*args: str, cwd: str | None = None, env: dict | None = None, timeout
 
 
 def signal_at_line(cmd: list[str], line: str, env: dict | None = None, timeout: int = 120,
-                   signals: tuple = (signal.SIGTERM,), gap_s: float = 0.02):
+                   signals: tuple = (signal.SIGTERM,), gap_s: float = 0.02, group: bool = False):
     """Start a run, send it `signals` (one after another, `gap_s` apart) once its output shows `line` (SIGTERM: a
-    preemption; SIGINT: Ctrl-C), and wait for it to leave: (exit status, everything it printed, its stderr)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    preemption; SIGINT: Ctrl-C), and wait for it to leave: (exit status, everything it printed, its stderr).
+    group: to its whole process group, children included, as a terminal sends Ctrl-C."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=group)
     printed = []
     for out in proc.stdout:
         printed.append(out)
@@ -87,7 +89,10 @@ def signal_at_line(cmd: list[str], line: str, env: dict | None = None, timeout: 
             for i, sig in enumerate(signals):
                 if i:
                     time.sleep(gap_s)
-                proc.send_signal(sig)
+                if group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
             break
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, "".join(printed) + out, err

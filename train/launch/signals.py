@@ -21,9 +21,12 @@ class StopRequest:
 
     def __init__(self, announce: bool = True):
         self.signal: int | None = None
+        self.pid = os.getpid()
         self.announce = announce  # this process says what Ctrl-C does (rank 0 of a job, a single process)
 
     def __call__(self, signum, frame):
+        if os.getpid() != self.pid:
+            return  # a forked child (a DataLoader worker, which Ctrl-C reaches too): the run's process decides
         if signum == signal.SIGINT and self.signal is not None:
             self._say("interrupted again: aborted without a checkpoint of this segment's steps since the last one; "
                       "run the same command to continue from that one")
