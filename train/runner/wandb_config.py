@@ -93,7 +93,7 @@ def add_segment(progress, provenance: dict) -> str | None:
     progress.provenance = [*earlier, {"segment": progress.segments + 1, **provenance}]
     provenance["segments"] = progress.provenance
     code = _code(provenance)
-    if not earlier or all(_code(p) == code for p in earlier) and not provenance.get("git_dirty"):
+    if not earlier or (all(_code(p) == code for p in earlier) and not provenance.get("git_dirty")):
         return None
     ran = "; ".join(f"segment {p['segment']} ran {_code(p)}" for p in earlier)
     return f"resumed with commit {code}; {ran} (the run goes on; its provenance lists each segment's code)"
