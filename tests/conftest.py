@@ -12,6 +12,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -74,15 +75,27 @@ def run_cli(*args: str, cwd: str | None = None, env: dict | None = None, timeout
                           env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def sigterm_at_line(cmd: list[str], line: str, env: dict | None = None, timeout: int = 120):
-    """Start a run, send it SIGTERM once its output shows `line` (a preemption), and wait for it to leave:
-    (exit status, everything it printed, its stderr)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+def signal_at_line(cmd: list[str], line: str, env: dict | None = None, timeout: int = 120,
+                   signals: tuple = (signal.SIGTERM,), gap_s: float = 0.02, group: bool = False):
+    """Start a run, send it `signals` (one after another, `gap_s` apart) once its output shows `line` (SIGTERM: a
+    preemption; SIGINT: Ctrl-C), and wait for it to leave: (exit status, everything it printed, its stderr).
+    group: to its whole process group, children included, as a terminal sends Ctrl-C."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=group)
     printed = []
     for out in proc.stdout:
         printed.append(out)
         if line in out:
-            proc.send_signal(signal.SIGTERM)
+            for i, sig in enumerate(signals):
+                if i:
+                    time.sleep(gap_s)
+                if group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
             break
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, "".join(printed) + out, err
+
+
+sigterm_at_line = signal_at_line  # the default signal, under the name the preemption tests use

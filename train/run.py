@@ -3,7 +3,7 @@
 The entry point, and nothing else: parse the flags, then either start the workers of a several-process job
 (this process stays their elastic agent) or train here (train/runner/session.py), turning the errors a user
 can act on into one line and an exit status (2: bad input, 1: a failure it can name, 3: diverged, 75:
-stopped by a signal and checkpointed, 130: interrupted).
+stopped by SIGTERM/SIGUSR1 and checkpointed, 130: stopped by Ctrl-C (checkpointed, or aborted by a second one)).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, RunFailed, UsageError, first_line  # noqa: E402
+from train.contract.errors import EXIT_DIVERGED, RunFailed, UsageError, first_line  # noqa: E402
 from train.launch import elastic  # noqa: E402
 from train.launch.signals import StopRequest  # noqa: E402
 from train.runner.options import RunConfig, check_out_dir  # noqa: E402
@@ -73,10 +73,10 @@ def _main(argv: list[str], worker: dict | None) -> int:
         cfg = parse_args(argv)
         if worker is None and (cfg.gpus is not None or cfg.use_ddp or cfg.nodes > 1):
             return launch_workers(cfg, argv)
-        stop = StopRequest().install()
+        stop = StopRequest(announce=worker is None or worker["rank"] == 0).install()
         result = train(cfg, worker, stop, started=_PROCESS_STARTED)
         if result.get("preempted"):
-            return EXIT_PREEMPTED
+            return stop.exit_status()
         if result.get("end") == "diverged":
             return EXIT_DIVERGED
     except (UsageError, RunFailed) as e:
@@ -85,7 +85,7 @@ def _main(argv: list[str], worker: dict | None) -> int:
         else:
             elastic.record_error(str(e))
         return 2 if isinstance(e, UsageError) else 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before StopRequest took SIGINT over (parsing flags): nothing to save
         print("interrupted", file=sys.stderr)
         return 130
     except (torch.distributed.DistError, RuntimeError) as e:

@@ -154,13 +154,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT], ids=["SIGUSR1", "SIGTERM", "SIGINT"])
 def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path, sig):
     """Slurm's warning signal (SIGUSR1) or SIGTERM (time limit, scancel, preemption) reaches the launcher; its
     workers agree at a log window, checkpoint, exit 75, and so does the launcher; the same command continues the
     one W&B run. Under SIGTERM rank 0 is stalled (SIGSTOP) in the middle of writing its checkpoint: no rank may
     leave before it has saved and finished W&B, or the elastic agent would SIGTERM it and SIGKILL it 30 s on.
-    The continuation is run once, after SIGTERM: a checkpoint does not depend on the signal that asked for it."""
+    The continuation is run once, after SIGTERM: a checkpoint does not depend on the signal that asked for it.
+    Ctrl-C (SIGINT) on the launcher stops the workers the same way, and the job exits 130, as an interrupt."""
     cmd = [sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "12", "--batch-size", "4",
            "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "60", "--out-dir", str(tmp_path),
            "--name", "ddp-pre", "--resume", "auto"]
@@ -185,7 +186,7 @@ def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_cont
         finally:
             os.kill(ranks[0], signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err[-2000:]
+    assert proc.returncode == (130 if sig == signal.SIGINT else 75), err[-2000:]
     assert f"stopped by {sig.name}" in out and "error" not in err.lower()
     assert not (tmp_path / "ddp-pre" / "result.json").exists()
     assert (tmp_path / "ddp-pre" / "checkpoint.pt").exists()

@@ -21,7 +21,7 @@ SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/tra
                 "train/images",
                 "train/segments", "train/steps", "test/acc", "test/best_acc", "test/last_acc",
                 "precision/lost_update_frac", "train/end", "mem/params_bytes", "mem/grads_bytes",
-                "mem/optimizer_bytes"]
+                "mem/optimizer_bytes", "provenance/segments"]
 # time_to_acc/<percent> per --target-acc (0.93 -> time_to_acc/93): these fields where reached, absent where not
 TIME_TO_ACC_PREFIX = "time_to_acc/"
 TIME_TO_ACC_FIELDS = ["time_s", "epoch", "step", "images", "test_acc"]
@@ -41,7 +41,7 @@ CONFIG_NESTED = {
     "experiment": ["depth", "precision", "dataset", "train_images", "batch_size", "world_size", "device", "optimizer",
                    "lr", "lr_scaling", "effective_lr", "momentum", "weight_decay", "lr_schedule", "epochs", "seed",
                    "loader", "num_workers", "grad_compress", "compile"],
-    "provenance": ["git_commit", "git_dirty", "started_at"],
+    "provenance": ["git_commit", "git_dirty", "started_at", "segments"],  # segments: one entry per segment
 }
 
 

@@ -16,7 +16,7 @@ import uuid
 
 from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError, first_line
 from train.contract.files import atomic_write
-from train.launch.signals import STOP_SIGNALS
+from train.launch.signals import EXIT_INTERRUPTED, STOP_SIGNALS
 
 
 def worker_env() -> dict | None:
@@ -64,7 +64,8 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
 
     Returns the job's exit status; a failed worker is named with its rank and how it ended. SIGTERM and SIGUSR1
     (Slurm's warning, scancel, preemption) are passed on to the workers, which checkpoint and exit 75 together:
-    the job then exits 75 (EXIT_PREEMPTED), so that a script requeues it.
+    the job then exits 75 (EXIT_PREEMPTED), so that a script requeues it. Ctrl-C (SIGINT) is passed on the same
+    way: the workers checkpoint and the job exits 130; a second Ctrl-C, passed on too, aborts them at once.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -77,16 +78,16 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
     config = _launch_config(gpus, nodes, rdzv_endpoint, rdzv_id, timeout_s, logs)
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")
     stop = _StopForwarder()
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, stop) for sig in _FORWARDED}
     try:
         elastic_launch(config, sys.executable)("-u", script, *argv)
     except ChildFailedError as e:
         return _failed_job_status(sorted(e.failures.items()), gpus * nodes, stop.signal)
     except SignalException as e:
-        if e.sigval in STOP_SIGNALS:  # raised by _StopForwarder: no worker was running to pass it on to
+        if e.sigval in _FORWARDED:  # raised by _StopForwarder: no worker was running to pass it on to
             print(f"stopped by {signal.Signals(e.sigval).name} while no worker was running: nothing to "
                   "checkpoint; run the same command again", file=sys.stderr)
-            return EXIT_PREEMPTED
+            return EXIT_INTERRUPTED if e.sigval == signal.SIGINT else EXIT_PREEMPTED
         print(f"error: the job was stopped by {signal.Signals(e.sigval).name}", file=sys.stderr)
         return 128 + e.sigval
     except Exception as e:  # noqa: BLE001 - rendezvous timeouts and the like, in one line
@@ -123,6 +124,8 @@ def _failed_job_status(failures: list, processes: int, stop_signal: int | None) 
     """The job's exit status when workers failed, and its one line: the ranks that caused it, then the rest."""
     if all(f.exitcode == EXIT_PREEMPTED for _, f in failures):
         return EXIT_PREEMPTED  # every worker checkpointed; rank 0 said how to continue
+    if stop_signal == signal.SIGINT and all(f.exitcode == EXIT_INTERRUPTED for _, f in failures):
+        return EXIT_INTERRUPTED  # Ctrl-C: every worker checkpointed (or a second one aborted them); rank 0 said so
     if all(f.exitcode == EXIT_DIVERGED for _, f in failures):
         return EXIT_DIVERGED  # every rank stopped at the same window; rank 0 recorded where
     usage = [(rank, f) for rank, f in failures if f.exitcode == 2]
@@ -146,13 +149,17 @@ def _failed_job_status(failures: list, processes: int, stop_signal: int | None) 
 
 
 COLLECTIVE_FAILED = "a collective failed"
-_AGENT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # the elastic agent stops the workers
+_AGENT_SIGNALS = (signal.SIGHUP, signal.SIGQUIT)  # the elastic agent stops the workers
+# Passed on to the workers by launch(): the stop signals, and Ctrl-C, which the workers' own sessions (the agent
+# starts each in one) keep from reaching them from the terminal.
+_FORWARDED = (*STOP_SIGNALS, signal.SIGINT)
 
 
 class _StopForwarder:
-    """The launcher's handler for STOP_SIGNALS: pass the signal on to the workers, which checkpoint and exit 75
-    (the job's status is then 75). With no worker running (still in rendezvous, or already gone) there is
-    nothing to checkpoint: stop the launch as the agent would, and launch() answers 75 all the same."""
+    """The launcher's handler for STOP_SIGNALS and SIGINT: pass the signal on to the workers, which checkpoint
+    and exit 75 (130 after SIGINT; the job's status is then the same). With no worker running (still in
+    rendezvous, or already gone) there is nothing to checkpoint: stop the launch as the agent would, and launch()
+    answers 75 (130) all the same."""
 
     def __init__(self):
         self.signal: int | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED
+from train.contract.errors import EXIT_DIVERGED
 from train.contract.files import atomic_write
 from train.contract.names import keep_caches_in
 from train.launch import distributed
@@ -36,7 +36,7 @@ from train.runner.resume import ResumePlan, plan_resume
 from train.runner.setup import pick_device
 from train.runner.stopping import Stopping
 from train.runner.tracking import Tracker, choose_mode
-from train.runner.wandb_config import wandb_config
+from train.runner.wandb_config import add_segment, wandb_config
 
 
 def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None = None,
@@ -148,6 +148,9 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
             _extend(state, plan, console)
         console.say(f"resumed from {ckpt_path} at step {state.progress.step} (epoch {state.loader.epoch + 1}, "
                     f"segment {state.progress.segments + 1})")
+    changed = add_segment(state.progress, config["provenance"])  # before W&B starts: the config holds the list
+    if changed:
+        console.say(changed)
     stepping, comm, compile_s = _stepping_model(b, model, resumed is not None, console)
     tracker = setup.build_tracker(cfg, ranks, mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name,
                                   config=config, say=console.say)
@@ -211,7 +214,7 @@ def _fit_and_close(t: Training, b: Built, params: int, setup_s: float, compile_s
                           f"checkpoint at {t.checkpointer.path}; run the same command (with --resume auto, or "
                           "--resume RUN_DIR) to continue this W&B run")
             t.tracker.preempting()
-            exit_code = EXIT_PREEMPTED
+            exit_code = b.stop.exit_status()  # 130 after Ctrl-C, else 75
             return summary, size
         state_dict = t.state.model.state_dict()
         summary.update({"model/params": params, "ckpt/size_bytes": size, "time/setup_s": setup_s,

@@ -41,6 +41,10 @@ class Progress:
     # restarts. None: a checkpoint from before it was kept, so the early epochs are unknown.
     curve: list | None = field(default_factory=list)
     end: str | None = None  # "target_reached" once --stop-at-acc was reached: a resume trains no further
+    # One entry per segment, {segment, git_commit, git_dirty, started_at}: the code each part of the run was
+    # trained with (train/runner/wandb_config.py). Empty in a checkpoint from before it was kept; runner versions
+    # before it keep it as it is, since Progress saves all its attributes.
+    provenance: list = field(default_factory=list)
 
     def state_dict(self) -> dict:
         return dict(vars(self))

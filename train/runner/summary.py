@@ -31,6 +31,7 @@ def summary(t: Training) -> dict:
         "train/steps": p.step,
         "train/images": p.images * t.ranks.world_size,
         "train/segments": p.segments,
+        "provenance/segments": p.provenance,  # each segment's commit and local changes
         "train/diverged_at_step": p.diverged_at_step,
         **s.memory.peaks,
         "amp/skipped_steps": p.skipped_steps if s.scaler.is_enabled() else None,

@@ -83,3 +83,23 @@ def provenance() -> dict:
         pass  # not a git checkout, or no git: unknown, said as such
     return {"git_commit": commit, "git_dirty": dirty,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def add_segment(progress, provenance: dict) -> str | None:
+    """Keep this segment's provenance (provenance(): commit, local changes, start) in the training state, one
+    entry per segment saved with every checkpoint, and give the W&B config the whole list; return the one line
+    that says this segment runs on other code than the earlier ones did (None: the same clean commit)."""
+    earlier = list(progress.provenance)
+    progress.provenance = [*earlier, {"segment": progress.segments + 1, **provenance}]
+    provenance["segments"] = progress.provenance
+    code = _code(provenance)
+    if not earlier or (all(_code(p) == code for p in earlier) and not provenance.get("git_dirty")):
+        return None
+    ran = "; ".join(f"segment {p['segment']} ran {_code(p)}" for p in earlier)
+    return f"resumed with commit {code}; {ran} (the run goes on; its provenance lists each segment's code)"
+
+
+def _code(p: dict) -> str:
+    """A commit as the line and the report name it: 12 hex digits, "(dirty)" with local changes."""
+    commit = (p.get("git_commit") or "unknown")[:12]
+    return commit + (" (dirty)" if p.get("git_dirty") else "")
