@@ -10,7 +10,7 @@ Unreadable (path, one-line reason) for the report to list.
 from __future__ import annotations
 
 import difflib
-import glob
+import fnmatch
 import json
 import os
 import subprocess
@@ -80,9 +80,33 @@ def _summary(segment: str) -> dict | Unreadable:
     return s
 
 
+def _segments(path: str) -> list[str]:
+    """The offline folders under PATH, each once: a symlinked folder is followed the first time its target is
+    met, never again (a `ln -s . loop` would otherwise read every run once per level, 40 levels deep). A run
+    folder's own insides are not walked: nothing in them is another run."""
+    root = os.stat(path)
+    seen = {(root.st_dev, root.st_ino)}
+    found, todo = [], [path]
+    while todo:
+        try:
+            entries = sorted((e for e in os.scandir(todo.pop()) if e.is_dir()), key=lambda e: e.name)
+        except OSError:  # unreadable or vanished: as glob did, not an error of the report
+            continue
+        # Runs first: wandb/latest-run is a symlink to one of them, which must not hide it.
+        for entry in sorted(entries, key=lambda e: not fnmatch.fnmatch(e.name, "offline-run-*")):
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            (found if fnmatch.fnmatch(entry.name, "offline-run-*") else todo).append(entry.path)
+    return sorted(found)
+
+
 def from_folder(path: str, workers: int = 8) -> tuple[list[Run], list[Unreadable]]:
-    segments = sorted(glob.glob(os.path.join(path, "**", "offline-run-*"), recursive=True))
-    segments = [s for s in segments if os.path.isdir(s)]
+    segments = _segments(path)
     if not segments:
         raise SourceError(f"no W&B offline runs (wandb/offline-run-*) under {path}")
     with ThreadPoolExecutor(workers) as pool:  # each read is a subprocess: threads overlap them

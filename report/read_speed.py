@@ -2,7 +2,7 @@
 
 The runs are made once with W&B itself (config, 40 logged windows and a summary shaped as the runner's, over a
 precision x depth x GPU-count grid with repeats, some failed) and kept in --dir for later timings.
-Target: 500 runs in under 30 s on a 2-core machine.
+Target (issue 18): 10,000 runs in under 60 s on a 2-core machine; the figures measured are in docs/report.md.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ def main(argv=None) -> int:
     if result.returncode != 0:
         print(result.stderr.strip(), file=sys.stderr)
         return 1
-    print(f"report on {args.runs} runs: {seconds:.1f}s wall ({seconds / 30:.2f} of the 30 s target) "
-          f"on {os.cpu_count()} cores")
+    per_run = seconds / args.runs
+    print(f"report on {args.runs} runs: {seconds:.1f}s wall, {1000 * per_run:.1f} ms a run on {os.cpu_count()} "
+          f"cores: 10,000 runs would take {10_000 * per_run:.0f}s (target: under 60 s)")
     return 0
 
 

@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import os
 import shlex
 import signal
@@ -35,14 +36,81 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ARRAY_SCRIPT = os.path.join(ROOT, "sweeps", "slurm", "offline_array.sbatch")
 
 
-def load(path: str) -> dict:
+# Bounds on a sweep file, which may come from someone else: each is far above a real grid (the study's is 72
+# points of 12 parameters), and together they keep reading it to well under a second and a few MB.
+MAX_FILE_BYTES = 256 << 10
+MAX_DEPTH = 10  # YAML nesting: the deepest real value is top > parameters > name > values > item (5)
+MAX_NODES = 20_000  # 12 parameters of 1,000 values each fit
+MAX_VALUES = 1_000  # per parameter
+MAX_SCALAR_CHARS = 1_000  # a value becomes one argument of the runner's command line
+MAX_POINTS = 10_000  # the grid's default bound (--max-points)
+SCALARS = (str, int, float, bool, type(None))
+
+
+class _Refused(yaml.YAMLError):
+    """The file is valid YAML but outside the bounds above."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and counts nodes as it composes them, before anything is built: an alias
+    bomb (anchors of anchors) expands only when constructed, so a check of the loaded value would come too late."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._nodes = self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            line = self.peek_event().start_mark.line + 1
+            raise _Refused(f"line {line}: YAML aliases (*name) are not accepted; write the values out")
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(f"more than {MAX_NODES:,} YAML nodes")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"line {self.peek_event().start_mark.line + 1}: nested more than {MAX_DEPTH} deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _read(path: str) -> dict:
     try:
-        with open(path) as f:
-            config = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            text = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise UsageError(f"cannot read sweep file {path}: {e.strerror}") from None
+    if len(text) > MAX_FILE_BYTES:
+        raise UsageError(f"sweep file {path} is over {MAX_FILE_BYTES >> 10} KiB; a sweep file is a few lines")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader, bounded
+    except _Refused as e:
+        raise UsageError(f"sweep file {path}: {e}") from None
     except yaml.YAMLError as e:
         raise UsageError(f"sweep file {path} is not valid YAML: {first_line(e)}") from None
+    except ValueError as e:  # an integer of more digits than Python converts, a 13th month
+        raise UsageError(f"sweep file {path} has a value YAML cannot convert: {first_line(e).split(';')[0]}") from None
+
+
+def _check_values(path: str, name: str, spec: dict) -> None:
+    """Values are scalars, and few: a point's name, run id and command line are built from them."""
+    values = spec["values"] if "values" in spec else [spec["value"]]
+    if "values" in spec and (not isinstance(values, list) or not values):
+        raise UsageError(f"sweep file {path}: parameter {name!r} has an empty or non-list 'values'")
+    if len(values) > MAX_VALUES:
+        raise UsageError(f"sweep file {path}: parameter {name!r} has {len(values):,} values; at most {MAX_VALUES:,}")
+    for v in values:
+        if not isinstance(v, SCALARS):
+            raise UsageError(f"sweep file {path}: parameter {name!r} has a value that is a "
+                             f"{type(v).__name__}; values are numbers, strings or booleans")
+        if isinstance(v, str) and len(v) > MAX_SCALAR_CHARS:
+            raise UsageError(f"sweep file {path}: parameter {name!r} has a value of {len(v):,} characters; "
+                             f"at most {MAX_SCALAR_CHARS:,}")
+
+
+def load(path: str) -> dict:
+    config = _read(path)
     if not isinstance(config, dict) or not isinstance(config.get("parameters"), dict) or not config["parameters"]:
         raise UsageError(f"sweep file {path} has no 'parameters' mapping")
     if config.get("method") != "grid":
@@ -52,8 +120,7 @@ def load(path: str) -> dict:
         if not isinstance(spec, dict) or not ("values" in spec or "value" in spec):
             raise UsageError(f"sweep file {path}: parameter {name!r} needs 'values' or 'value' in a grid "
                              "(nested parameters are not supported)")
-        if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
-            raise UsageError(f"sweep file {path}: parameter {name!r} has an empty or non-list 'values'")
+        _check_values(path, name, spec)
     config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     _check_flags(path, config["parameters"])
     return config
@@ -65,6 +132,19 @@ def _check_flags(path: str, parameters: dict) -> None:
     unknown = [name for name in parameters if name.replace("-", "_") not in known]
     if unknown:
         raise UsageError(f"sweep file {path}: train/run.py has no option for {', '.join(unknown)}")
+
+
+def size(config: dict) -> int:
+    """The number of grid points, as a product: known before any point is made."""
+    return math.prod(len(spec["values"]) if "values" in spec else 1 for spec in config["parameters"].values())
+
+
+def check_size(config: dict, max_points: int) -> None:
+    points = size(config)
+    if points > max_points:
+        counts = " x ".join(str(len(s["values"])) for s in config["parameters"].values() if "values" in s)
+        raise UsageError(f"sweep {config['name']} has {points:,} points ({counts}); at most {max_points:,} run "
+                         "unless --max-points allows more")
 
 
 def grid(config: dict) -> list[dict]:
@@ -212,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                    help="repeat every point once per seed (replaces the sweep's seed values); points with a seed "
                    "already run keep their folders and W&B ids")
+    p.add_argument("--max-points", type=positive_int, default=MAX_POINTS, metavar="N",
+                   help=f"refuse a grid of more than N points (default {MAX_POINTS:,}), counted before any is made")
     s = p.add_argument_group("slurm")
     s.add_argument("--gpu-request", choices=("gres", "none"), default="gres",
                    help="gres (default): each task asks for --gres=gpu:N; none: no GPU request (CPU clusters)")
@@ -228,6 +310,7 @@ def main(argv=None) -> int:
         config = load(args.sweep)
         if args.seeds:
             config["parameters"]["seed"] = {"values": list(dict.fromkeys(args.seeds))}
+        check_size(config, args.max_points)
         check_names(args.sweep, config, out_dir_given=bool(args.out_dir))
         out_dir = os.path.abspath(args.out_dir or os.path.join("runs", str(config["name"])))
         if args.action == "list":
