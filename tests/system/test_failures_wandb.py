@@ -188,7 +188,8 @@ def test_a_run_started_by_a_process_that_uses_wandb_still_goes_offline_after_a_f
     # failed online start's run id ("run ID ... is in use"): it must start a service of its own.
     import wandb
 
-    wandb.init(mode="offline", dir=str(tmp_path), project="parent").finish()
+    wandb.teardown()  # an earlier in-process run's service (its token already taken off the environment)
+    wandb.init(mode="offline", dir=str(tmp_path), project="parent").finish()  # a new service, its token exported
     assert os.environ.get("WANDB_SERVICE"), "the parent's W&B service token, which the runner inherits"
     server = _HangingGraphQL()
     try:
