@@ -1,5 +1,7 @@
 """A run name is one folder inside --out-dir, whoever made it: --name, the run id ($WANDB_RUN_ID), a sweep point."""
 
+import os
+
 import pytest
 
 from train.contract.errors import UsageError
@@ -52,3 +54,17 @@ def test_a_sweep_of_ordinary_values_still_lists_its_points(tmp_path, capsys):
     path.write_text("method: grid\nparameters:\n  precision:\n    values: [fp32, bf16]\n")
     assert sweep_main([str(path), "list", "--out-dir", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().out.count("\n") == 2
+
+
+def test_each_in_process_run_keeps_its_caches_in_its_own_out_dir_unless_the_user_chose_a_folder(tmp_path, monkeypatch):
+    from train.contract.names import CACHE_VARS, keep_caches_in
+
+    for var in CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    keep_caches_in(str(tmp_path / "a"))
+    keep_caches_in(str(tmp_path / "b"))
+    assert {os.environ[var] for var in CACHE_VARS} == {str(tmp_path / "b" / ".wandb-cache")}
+    monkeypatch.setenv(CACHE_VARS[0], str(tmp_path / "mine"))
+    keep_caches_in(str(tmp_path / "c"))
+    assert os.environ[CACHE_VARS[0]] == str(tmp_path / "mine")
+    assert os.environ[CACHE_VARS[1]] == str(tmp_path / "c" / ".wandb-cache")

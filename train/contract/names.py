@@ -30,5 +30,12 @@ CACHE_VARS = ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR")
 def keep_caches_in(out_dir: str) -> None:
     """W&B's staging copies and caches default to the home folder, which fills small HPC home quotas: they go
     to OUT_DIR/.wandb-cache unless the user chose a folder (the variable is set)."""
+    cache = os.path.join(os.path.abspath(out_dir), ".wandb-cache")
     for var in CACHE_VARS:
-        os.environ.setdefault(var, os.path.join(os.path.abspath(out_dir), ".wandb-cache"))
+        # A value this process set for an earlier run (runs in-process: tests, a notebook) is not the user's
+        # choice: the next run's caches go in its own --out-dir, not the earlier one's.
+        if var not in os.environ or os.environ[var] == _set_here.get(var):
+            os.environ[var] = _set_here[var] = cache
+
+
+_set_here: dict[str, str] = {}  # the cache folders keep_caches_in set, by variable
