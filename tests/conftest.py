@@ -7,6 +7,8 @@ by name from every tier's folder: pytest puts this folder on sys.path when it lo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
 import signal
@@ -73,6 +75,45 @@ def run_cli(*args: str, cwd: str | None = None, env: dict | None = None, timeout
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     return subprocess.run([sys.executable, os.path.join(ROOT, "train", "run.py"), *args], cwd=cwd or ROOT,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_in_process(*args: str, cwd: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The runner's own entry point (train/run.py main) called in this process: what `run_cli` gives (exit status,
+    stdout, stderr) without a new interpreter importing torch and W&B again (2-3 s a run on 2 cores). For
+    integration tests of what a run does; tests of the process itself (signals, what it imports, how it exits)
+    start one with run_cli. The environment, working folder, signal handlers and torch's thread count are
+    restored afterwards, so each run starts as a command would."""
+    from train import run
+
+    saved_env, saved_cwd, threads = dict(os.environ), os.getcwd(), _torch_threads()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update({"WANDB_MODE": "disabled", **(env or {})})
+    try:
+        os.chdir(cwd or ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = run.main(list(args))
+            except SystemExit as e:  # argparse's exit for --help and bad flags
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["train/run.py", *args], code, out.getvalue(), err.getvalue())
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def signal_at_line(cmd: list[str], line: str, env: dict | None = None, timeout: int = 120,

@@ -52,13 +52,16 @@ def launch_workers(cfg: RunConfig, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line's run (argv None) counts its set-up from the process's start; a caller that passes argv
+    (a test, a driver script: torch already imported) from this call."""
+    started = _PROCESS_STARTED if argv is None else time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
     try:
         worker = elastic.worker_env()
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    code = _main(argv, worker)
+    code = _main(argv, worker, started)
     if worker is not None and code != 0:
         # A worker leaving on an error, its W&B run already finished: skip the C++ teardown, which can abort
         # (SIGABRT) when a peer has gone first, and would turn a clear exit status into a signal.
@@ -68,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _main(argv: list[str], worker: dict | None) -> int:
+def _main(argv: list[str], worker: dict | None, started: float) -> int:
     try:
         cfg = parse_args(argv)
         if worker is None and (cfg.gpus is not None or cfg.use_ddp or cfg.nodes > 1):
             return launch_workers(cfg, argv)
         stop = StopRequest(announce=worker is None or worker["rank"] == 0).install()
-        result = train(cfg, worker, stop, started=_PROCESS_STARTED)
+        result = train(cfg, worker, stop, started=started)
         if result.get("preempted"):
             return stop.exit_status()
         if result.get("end") == "diverged":

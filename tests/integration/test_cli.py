@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_in_process
 
 from train.runner.options import EXPERIMENT_FLAGS, RunConfig, build_parser, differences, experiment, markdown, parse_args
 
@@ -90,11 +90,16 @@ def _one_line_error(result, *words):
     (["--resume", "auto", "--dataset", "synthetic"], ["--resume auto", "--name"]),
 ])
 def test_bad_flags_get_one_line_and_exit_2(args, words):
-    _one_line_error(run_cli(*args), *words)
+    _one_line_error(run_in_process(*args), *words)
+
+
+def test_a_bad_flag_on_the_command_line_is_one_line_and_exit_2():
+    """The real command: train/run.py answers a bad flag before importing torch, in the same one line."""
+    _one_line_error(run_cli("--lr", "fast"), "--lr", "fast")
 
 
 def test_missing_dataset_gets_one_line_naming_the_path(tmp_path):
-    result = run_cli("--data-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "runs"), "--device", "cpu")
+    result = run_in_process("--data-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "runs"), "--device", "cpu")
     _one_line_error(result, str(tmp_path / "none"), "--download")
     assert not os.path.exists(tmp_path / "runs" / "r18-fp32")
 
@@ -102,25 +107,25 @@ def test_missing_dataset_gets_one_line_naming_the_path(tmp_path):
 def test_corrupt_dataset_gets_one_line_naming_the_file(cifar_dir, tmp_path):
     bad = os.path.join(cifar_dir, "cifar-10-batches-py", "data_batch_2")
     open(bad, "wb").write(b"\x80\x02garbage")
-    _one_line_error(run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--device", "cpu"), bad)
+    _one_line_error(run_in_process("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--device", "cpu"), bad)
 
 
 def test_unwritable_out_dir_gets_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the folder should be")
-    _one_line_error(run_cli("--dataset", "synthetic", "--out-dir", str(blocker / "runs"), "--device", "cpu"),
+    _one_line_error(run_in_process("--dataset", "synthetic", "--out-dir", str(blocker / "runs"), "--device", "cpu"),
                     str(blocker / "runs"))
 
 
 def test_precision_the_cpu_cannot_run_fails_before_training(tmp_path):
-    result = run_cli("--precision", "tf32", "--dataset", "synthetic", "--out-dir", str(tmp_path), "--device", "cpu")
+    result = run_in_process("--precision", "tf32", "--dataset", "synthetic", "--out-dir", str(tmp_path), "--device", "cpu")
     _one_line_error(result, "tf32", "cpu")
     assert os.listdir(tmp_path) == []  # nothing written
 
 
 def test_a_run_prints_plain_progress_lines_when_output_is_not_a_terminal(cifar_dir, tmp_path):
-    result = run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path), "--epochs", "1", "--batch-size", "8",
-                     "--log-every", "5", "--depth", "18", "--device", "cpu")
+    result = run_in_process("--data-dir", cifar_dir, "--out-dir", str(tmp_path), "--epochs", "1", "--batch-size", "8",
+                            "--log-every", "5", "--depth", "18", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout
     assert "epoch 1/1 step 5/10 loss" in result.stdout and "epoch 1/1 step 10/10 loss" in result.stdout
@@ -141,8 +146,8 @@ def test_help_answers_without_importing_torch_and_prints_each_default_once(comma
 
 
 def test_a_max_steps_run_shows_steps_not_epochs_and_a_line_after_the_first_step(tmp_path):
-    result = run_cli("--dataset", "synthetic", "--max-steps", "3", "--batch-size", "4", "--log-every", "2",
-                     "--out-dir", str(tmp_path), "--device", "cpu")
+    result = run_in_process("--dataset", "synthetic", "--max-steps", "3", "--batch-size", "4", "--log-every", "2",
+                            "--out-dir", str(tmp_path), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "epoch 1/600" not in result.stdout

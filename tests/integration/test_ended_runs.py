@@ -5,26 +5,22 @@ and the line says what would continue them."""
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, write_cifar
+from conftest import run_in_process, write_cifar
 from wandb_reader import _inspect
 
 from train.runner.options import parse_args
 from train.runner.resume import plan_resume
 
-RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
 TIMING = ("time", "sys", "nvml", "mem/rss", "train/images_per_s", "train/data_time_s", "epoch/time_s", "cum/train_s",
           "train/step_time",
           "_")
 
 
-def _run(args, **kw):
-    return subprocess.run([*RUNNER, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+def _run(args):
+    return run_in_process(*args)
 
 
 def _history(run_dir) -> list[dict]:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_in_process
 
 from train.contract.errors import UsageError
 from train.runner import checkpoint
@@ -68,13 +68,13 @@ def test_two_runs_with_one_name_at_once_the_second_is_refused_and_a_dead_holder_
 
 def test_resume_in_a_folder_that_cannot_be_written_stops_before_training(tmp_path):
     with tmpfs(tmp_path / "fs", 400) as fs:
-        first = run_cli(*QUICK, "--max-steps", "1", "--out-dir", str(fs), "--name", "ro")
+        first = run_in_process(*QUICK, "--max-steps", "1", "--out-dir", str(fs), "--name", "ro")
         assert first.returncode == 0, first.stderr
         os.unlink(fs / "ro" / "result.json")  # as if it had been stopped: a checkpoint to resume
         subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
         before = set(os.listdir("/tmp"))
-        result = run_cli(*QUICK, "--max-steps", "3", "--wandb-mode", "offline", "--resume", str(fs / "ro"),
-                         cwd=str(tmp_path))
+        result = run_in_process(*QUICK, "--max-steps", "3", "--wandb-mode", "offline", "--resume", str(fs / "ro"),
+                                cwd=str(tmp_path))
         _one_line(result, f"run folder {fs / 'ro'} cannot be written", "Read-only")
         assert "epoch" not in result.stdout  # nothing trained
         assert not (tmp_path / "wandb").exists() and "wandb" not in set(os.listdir("/tmp")) - before  # W&B's fallback
@@ -82,7 +82,7 @@ def test_resume_in_a_folder_that_cannot_be_written_stops_before_training(tmp_pat
 
 def test_a_checkpoint_that_cannot_fit_is_refused_before_training(tmp_path):
     with tmpfs(tmp_path / "small", 40) as fs:  # a ResNet-18 checkpoint with momentum needs about 86 MiB
-        result = run_cli(*QUICK, "--max-steps", "2", "--out-dir", str(fs), "--name", "big")
+        result = run_in_process(*QUICK, "--max-steps", "2", "--out-dir", str(fs), "--name", "big")
         _one_line(result, f"not enough free space in {fs} for the checkpoint", "MiB are free")
         assert os.listdir(fs) == []  # nothing created
 
@@ -119,7 +119,7 @@ def test_labels_that_are_not_class_numbers_are_refused_before_anything_is_writte
     n = len(batch[b"labels"])
     batch[b"labels"] = (labels * n)[:n]
     pickle.dump(batch, open(bad, "wb"), protocol=2)
-    result = run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--device", "cpu")
+    result = run_in_process("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--device", "cpu")
     _one_line(result, bad, "expected whole numbers 0..9")
     assert not (tmp_path / "runs").exists() or os.listdir(tmp_path / "runs") == []
 

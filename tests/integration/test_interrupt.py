@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 
+import pytest
 from conftest import ROOT, run_cli, signal_at_line
 
 RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
@@ -17,6 +18,7 @@ def _flags(out_dir, name):
             "--resume", "auto", "--name", name]
 
 
+@pytest.mark.system  # the run, its DataLoader workers and W&B's service get the signal together
 def test_ctrl_c_checkpoints_exits_130_and_the_same_command_continues_the_same_wandb_run(tmp_path):
     # To the process group, as a terminal sends it: the DataLoader workers get it too, and leave it to the run.
     flags = [*_flags(tmp_path, "part"), "--loader", "torch", "--num-workers", "2"]
