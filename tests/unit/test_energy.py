@@ -6,6 +6,7 @@ import pytest
 import torch
 from nvml_double import FakeGpu, FakeNvml
 
+from train.contract.metrics import ENERGY_SOURCES, NVML_ENERGY_SUMMARY_KEYS, NVML_STEP_KEYS
 from train.measure import nvml as telemetry
 from train.measure.idle_power import measure_idle_power
 from train.measure.nvml import NvmlSampler
@@ -47,6 +48,17 @@ def test_constant_power_and_a_counter_rising_at_it_agree_per_window_and_per_run(
     assert summary["nvml/energy_counter_vs_power"] == pytest.approx(1.0, rel=0.01)
     assert summary["nvml/power_integral_total_j"] == pytest.approx(1500.0, rel=0.01)
     assert summary["nvml/energy_source"] == "counter"
+    assert set(first) <= set(NVML_STEP_KEYS)  # the contract names every key
+
+
+def test_every_energy_key_of_the_summary_is_in_the_contract():
+    gpu = FakeGpu()
+    s, _ = _sampler(gpu)
+    s.set_idle(100.0)
+    _train(s, gpu, 1.0, 300.0)
+    energy = {k for k in s.summary(images=10) if "energy" in k or "idle" in k or "integral" in k}
+    assert energy == set(NVML_ENERGY_SUMMARY_KEYS)
+    assert s.summary(images=10)["nvml/energy_source"] in ENERGY_SOURCES
 
 
 def test_the_integral_follows_the_samples_own_timestamps_not_their_count():
