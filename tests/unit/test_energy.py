@@ -4,9 +4,9 @@ known (tests/nvml_double.py)."""
 
 import pytest
 import torch
+from metric_contract import ENERGY_SOURCES, NVML_ENERGY_SUMMARY_KEYS, NVML_STEP_KEYS
 from nvml_double import FakeGpu, FakeNvml
 
-from train.contract.metrics import ENERGY_SOURCES, NVML_ENERGY_SUMMARY_KEYS, NVML_STEP_KEYS
 from train.measure import nvml as telemetry
 from train.measure.idle_power import measure_idle_power
 from train.measure.nvml import NvmlSampler
