@@ -55,6 +55,7 @@ def test_the_runner_logs_nvml_keys_per_window_and_energy_per_image(tmp_path, mon
         assert w["nvml/energy_counter_vs_power"] == pytest.approx(1.0, rel=0.01)
     assert summary["nvml/energy_per_image_j"] == pytest.approx(summary["nvml/energy_total_j"] / 24)
     assert summary["nvml/energy_source"] == "counter"
+    assert summary["nvml/energy_counter_vs_power"] == pytest.approx(1.0, rel=0.01)  # the run's ratio, a number
     assert summary["nvml/idle_power_w"] == pytest.approx(100.0)
     assert summary["nvml/energy_above_idle_j"] == pytest.approx(summary["nvml/energy_total_j"] * 2 / 3, rel=0.01)
     nvml_config = json.loads(_inspect(tmp_path / "nv", "--summary"))["config"]["nvml"]
