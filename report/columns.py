@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 # are flagged and kept out of the Observations.
 SHORT_RUN_STEPS = 50
 SHORT_MARK = "†"
+# energy figures measured as the integral of sampled power: the GPU had no energy counter (nvml/energy_source)
+INTEGRAL_MARK = "‡"
 
 # column -> (title, unit) for results.md/.csv, in order
 COLUMNS = {
@@ -41,6 +43,7 @@ COLUMNS = {
     "best_test_acc": ("Best test acc", "%"),
     "last_test_acc": ("Last test acc", "%"),
     "energy_per_image_j": ("Energy/image", "J"),
+    "energy_above_idle_per_image_j": ("Energy/image above idle", "J"),
     "mfu": ("MFU", "%"),
 }
 # Time to accuracy: per target (a percentage as in the summary key time_to_acc/<pct>), four columns. The
@@ -52,6 +55,12 @@ TTA_PARTS = {  # column prefix -> (title with {pct}, unit)
     "tta_epochs": ("Epochs to {pct}%", ""),
     "tta_energy_kj": ("Energy to {pct}%", "kJ"),
 }
+
+
+def energy_column(column: str) -> bool:
+    """A column measured with NVML's energy counter, or its power integral."""
+    return column.startswith(("energy_", "tta_energy_kj"))
+
 
 # figures that come from step timing: unreliable in a run too short to measure
 TIMED_COLUMNS = ("images_per_s", "images_per_s_per_gpu", "speedup_vs_fp32", "scaling_efficiency", "mfu")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from report.columns import pct_order
-from train.contract.metrics import TIME_TO_ACC_PREFIX, target_pct
+from train.contract.metrics import ENERGY_SOURCES, TIME_TO_ACC_PREFIX, target_pct
 
 
 def number(d: dict, *path, agg: str | None = None):
@@ -75,6 +75,7 @@ def run_metrics(config: dict, summary: dict) -> dict:
         "best_test_acc": 100 * s("test/best_acc") if s("test/best_acc") is not None else None,
         "last_test_acc": 100 * s("test/last_acc") if s("test/last_acc") is not None else None,
         "energy_per_image_j": s("nvml/energy_per_image_j"),
+        "energy_above_idle_per_image_j": s("nvml/energy_above_idle_per_image_j"),
         "mfu": 100 * flops * ips_gpu / peak if flops and ips_gpu and peak else None,
         **{k: v / 2**20 if v is not None else None for k, v in (
             ("params_mib", s("mem/params_bytes")), ("grads_mib", s("mem/grads_bytes")),
@@ -85,6 +86,13 @@ def run_metrics(config: dict, summary: dict) -> dict:
     if completed_epochs(config, summary) == 0:  # its one epoch record is a part of an epoch, timed as a whole
         out = {k: (None if k == "epoch_time_s" or k.startswith("tta_epochs_") else v) for k, v in out.items()}
     return out
+
+
+def energy_source(summary: dict) -> str | None:
+    """counter or power_integral, as the run's summary labels its energy; None: not said (no energy, or a run
+    from before the label, whose energy is the counter's)."""
+    source = summary.get("nvml/energy_source")
+    return source if source in ENERGY_SOURCES else None
 
 
 def tta_metrics(config: dict, summary: dict) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from report.columns import SHORT_MARK, SHORT_RUN_STEPS
+from report.columns import INTEGRAL_MARK, SHORT_MARK, SHORT_RUN_STEPS, energy_column
 from report.figures import device, world_size
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def fmt(column: str, value) -> str:
         return f"{value:.2f}"
     if column.startswith("tta_epochs"):
         return f"{value:g}"
-    if column == "energy_per_image_j":
+    if column in ("energy_per_image_j", "energy_above_idle_per_image_j"):
         return f"{value:.4f}"
     return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
@@ -67,6 +67,8 @@ def cell(row: Row, column: str) -> str:
         text += f" ({fmt(column, lo_hi[0])}–{fmt(column, lo_hi[1])})"
     if text and column in row.flagged:
         text += f" {SHORT_MARK}"
+    if text and row.integral_energy and energy_column(column):
+        text += f" {INTEGRAL_MARK}"
     return text
 
 
@@ -79,6 +81,12 @@ _MARKUP = re.compile(r"[\\`*\[\]<>|&~$^]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 def md(text) -> str:
     """`text` as Markdown that renders as that very text, on one line: a table cell, a list item."""
     return _MARKUP.sub(lambda m: "\\" + m.group(0), " ".join(str(text).splitlines()))
+
+
+def integral_note() -> str:
+    return (f"{INTEGRAL_MARK} energy from the integral of sampled power: a GPU of the row has no energy counter "
+            f"(nvml/energy_source); elsewhere the counter's. Above idle: less idle power before training × the "
+            f"training seconds.")
 
 
 def short_note() -> str:

@@ -40,7 +40,8 @@ def observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
         base, parts = row.base, []
         for column, what in (("images_per_s", "throughput"), ("ckpt_mib", "checkpoint size"),
                              ("peak_mem_gib", "peak memory"), ("pcie_bytes_per_s", "PCIe traffic"),
-                             ("energy_per_image_j", "energy per image")):
+                             ("energy_per_image_j", "energy per image"),
+                             ("energy_above_idle_per_image_j", "energy per image above idle")):
             a, b = row.values.get(column), base.values.get(column)
             if a is not None and b:
                 parts.append(f"{what} {a / b:.2f}× fp32's ({fmt(column, a)} vs {fmt(column, b)}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from report.columns import COLUMNS, SHORT_RUN_STEPS, TIMED_COLUMNS, pct_order
 from report.compare import add_ratios
-from report.figures import device, exclusion, run_metrics, system, timed_steps, world_size
+from report.figures import device, energy_source, exclusion, run_metrics, system, timed_steps, world_size
 from report.formatting import MIXED, placement, point
 from train.contract.experiment import PRECISIONS, with_defaults
 
@@ -76,6 +76,7 @@ class Row:
     tta: dict = field(default_factory=dict)  # target pct -> (runs that reached it, runs that asked for it)
     spread: dict = field(default_factory=dict)  # column -> (min, max) over repeats
     flagged: set = field(default_factory=set)  # columns computed from a run too short to measure
+    energy_sources: set = field(default_factory=set)  # its runs' nvml/energy_source labels (counter, power_integral)
     base: Row | None = None  # the fp32 row it is compared with
     one: Row | None = None  # the 1-GPU row its scaling is measured against
 
@@ -99,6 +100,11 @@ class Row:
     @property
     def where(self) -> str:
         return placement(self.device, self.gpus)
+
+    @property
+    def integral_energy(self) -> bool:
+        """Some run's energy is the integral of sampled power (its GPU had no energy counter)."""
+        return "power_integral" in self.energy_sources
 
     @property
     def short(self) -> bool:
@@ -139,6 +145,8 @@ def _add(rows: dict[tuple, Row], run, group_by: list[str] | None) -> None:
     row.runs.append((run.id, run_metrics(run.config, run.summary)))
     row.devices.add(device(run.config))
     row.timed.append(timed_steps(run.config, run.summary))
+    if energy_source(run.summary):
+        row.energy_sources.add(energy_source(run.summary))
 
 
 def _aggregate(row: Row) -> None:

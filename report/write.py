@@ -10,7 +10,7 @@ import os
 
 from report.columns import SHORT_MARK, all_columns, column_info, measured
 from report.compare import common, differing
-from report.formatting import cell, md, short_note
+from report.formatting import cell, integral_note, md, short_note
 from report.rows import Row
 
 
@@ -18,12 +18,13 @@ def csv_rows(rows: list[Row]) -> list[list]:
     """Medians with full precision, and min/max over repeats; empty where a figure is missing. Every column is
     always there (even one no row measured), so scripts reading the CSV see one header."""
     columns = all_columns(rows)
-    out = [["precision", "depth", "gpus", "device", "runs", "too_short", "timed_steps_min", "settings"]
+    out = [["precision", "depth", "gpus", "device", "runs", "too_short", "timed_steps_min", "settings", "energy_source"]
            + [c for col in columns for c in (col, f"{col}_min", f"{col}_max")]]
     for r in rows:
         timed = [t for t in r.timed if t is not None]
         line = [r.precision, r.depth, r.gpus, r.device, len(r.runs), str(r.short).lower(),
-                min(timed) if timed else "", json.dumps(r.facts, sort_keys=True, default=str)]
+                min(timed) if timed else "", json.dumps(r.facts, sort_keys=True, default=str),
+                "+".join(sorted(r.energy_sources))]
         for col in columns:
             lo, hi = r.spread.get(col, (None, None))
             line += ["" if v is None else repr(v) for v in (r.values.get(col), lo, hi)]
@@ -81,6 +82,8 @@ def _notes(rows) -> list[str]:
              "its speed-up is fp32's time over the row's."]
     if any(r.short for r in rows):
         notes.append(short_note())
+    if any(r.integral_energy for r in rows):
+        notes.append(integral_note())
     if common_line(rows):
         notes.append(common_line(rows))
     return notes

@@ -34,6 +34,7 @@ class FakeGpu:
         self.temperature = 55
         self.reasons = 0
         self.pcie_throughput_kib = (1000, 2000)
+        self.power_usage_mw = 250_000  # nvmlDeviceGetPowerUsage, where field 186 (instant power) is unsupported
         self.ticking = False  # when True every field read is 0.1 s later, with 1 MB sent and 30 J used
 
     def _tick(self) -> None:
@@ -119,7 +120,7 @@ class FakeNvml:
         return self._gpu(handle).reasons
 
     def nvmlDeviceGetPowerUsage(self, handle):
-        return 250_000
+        return self._gpu(handle).power_usage_mw
 
     def nvmlDeviceGetPcieThroughput(self, handle, counter):
         self.calls.append(("nvmlDeviceGetPcieThroughput", counter))

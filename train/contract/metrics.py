@@ -10,12 +10,13 @@ CUDA_STEP_KEYS = ["mem/max_allocated_bytes", "mem/max_reserved_bytes"]  # alloca
 CPU_STEP_KEYS = ["mem/rss_peak_bytes"]  # the process's peak RSS: no allocator on CPU
 NVML_STEP_KEYS = ["nvml/pcie_tx_bytes_per_s", "nvml/pcie_rx_bytes_per_s", "nvml/nvlink_tx_bytes_per_s",
                   "nvml/nvlink_rx_bytes_per_s", "nvml/memory_used_bytes", "nvml/power_w", "nvml/energy_j",
-                  "nvml/sm_clock_mhz", "nvml/util_pct", "nvml/temperature_c", "nvml/throttle_reasons"]  # GPUs only
+                  "nvml/sm_clock_mhz", "nvml/util_pct", "nvml/temperature_c", "nvml/throttle_reasons",
+                  "nvml/power_integral_j", "nvml/energy_counter_vs_power"]  # GPUs only
 COMM_STEP_KEYS = ["comm/allreduce_bytes", "comm/allreduce_time_s", "comm/algbw_bytes_per_s", "comm/busbw_bytes_per_s",
                   "dist/step_time_max_s", "dist/step_time_min_s"]  # DDP only
 SCALED_STEP_KEYS = ["amp/loss_scale", "amp/skipped_steps"]  # amp_fp16 and fp16 only
 EPOCH_KEYS = ["epoch", "train/acc", "test/loss", "test/acc", "epoch/time_s", "cum/train_s", "cum/images"]
-NVML_EPOCH_KEYS = ["cum/energy_j"]  # GPUs with NVML's energy counter
+NVML_EPOCH_KEYS = ["cum/energy_j"]  # GPUs with NVML's energy counter or power
 SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/train_s", "time/setup_s",
                 "train/images_per_s", "train/images_per_s_per_gpu", "train/step_time_s", "train/timed_steps",
                 "train/images",
@@ -26,6 +27,12 @@ SUMMARY_KEYS = ["model/params", "model/size_bytes", "ckpt/size_bytes", "time/tra
 TIME_TO_ACC_PREFIX = "time_to_acc/"
 TIME_TO_ACC_FIELDS = ["time_s", "epoch", "step", "images", "test_acc"]
 NVML_TIME_TO_ACC_FIELDS = ["energy_j"]
+# GPUs with NVML: training energy from its source, the counter beside the power integral, energy above idle
+NVML_ENERGY_SUMMARY_KEYS = ["nvml/energy_total_j", "nvml/energy_per_image_j", "nvml/energy_source",
+                            "nvml/power_integral_total_j", "nvml/energy_counter_vs_power", "nvml/idle_power_w",
+                            "nvml/energy_above_idle_j", "nvml/energy_above_idle_per_image_j",
+                            "nvml/energy_above_idle_clamped"]
+ENERGY_SOURCES = ("counter", "power_integral")  # nvml/energy_source: the energy counter, or the power integral
 CUDA_SUMMARY_KEYS = ["mem/peak_allocated_bytes", "mem/peak_reserved_bytes", "mem/data_bytes", "mem/measurement_bytes",
                      "mem/activations_bytes"]
 CPU_SUMMARY_KEYS = ["mem/rss_peak_bytes"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
+from train.measure.idle_power import measure_idle_power
 from train.measure.nvml_fields import (
     COUNTER_FIELDS,
     GPU_IS_LOST,
@@ -29,13 +30,18 @@ from train.measure.nvml_totals import NvmlTotals
 class NvmlSampler:
     """Samples one GPU on a thread of its own; never raises into training, and a lost GPU stops only the sampler."""
 
-    def __init__(self, nvml, handle, hz: float = 10.0, say=print, clock=time.monotonic):
+    def __init__(self, nvml, handle, hz: float = 10.0, say=print, clock=time.monotonic, wall_us=None):
+        # wall_us: when a gauge was read, in µs since 1970 as NVML stamps its fields (the power integral
+        # over nvmlDeviceGetPowerUsage readings, where the instant-power field is missing)
         self.hz, self.say, self.clock = hz, say, clock
+        self.wall_us = wall_us or (lambda: time.time_ns() // 1000)
         self.reader = GpuReader(nvml, handle, say)
         first = self.reader.probe()
         self.totals = NvmlTotals([n for n in COUNTER_FIELDS if n in self.reader.fields],
                                  {n: mult for n, (_, _, mult) in COUNTER_FIELDS.items()}, set(self.reader.gauges))
         self.totals.add_fields(first)
+        if "power" in self.reader.gauges:  # the power integral's first sample, as the fields' first readings
+            self.totals.add_gauges({"power": self.reader.gauges["power"]()}, None, self.wall_us())
         self.counters = self.totals.counters
         self.pcie_fallback = self.reader.pcie_fallback
         self._next_pcie_read = 0.0
@@ -48,13 +54,20 @@ class NvmlSampler:
     def supported(self) -> list[str]:
         return self.reader.supported
 
+    @property
+    def energy_source(self) -> str | None:
+        """counter, power_integral (this GPU has no energy counter), or None: neither counter nor power."""
+        if "energy" in self.reader.fields:
+            return "counter"
+        return "power_integral" if "power" in self.supported else None
+
     def tick(self) -> None:
         """One sample. Called by the thread; tests call it directly."""
         if self.stopped_reason:
             return
         try:
             values = self.reader.read_fields()
-            gauges = self.reader.read_gauges()
+            gauges, stamp = self.reader.read_gauges(), self.wall_us()
             pcie = None
             if self.pcie_fallback and self.clock() >= self._next_pcie_read:
                 self._next_pcie_read = self.clock() + PCIE_THROUGHPUT_PERIOD_S
@@ -69,7 +82,7 @@ class NvmlSampler:
             return
         self._failures = 0
         self.totals.add_fields(values)
-        self.totals.add_gauges(gauges, pcie)
+        self.totals.add_gauges(gauges, pcie, stamp)
 
     def stop_sampling(self, why: str) -> None:
         self.stopped_reason = why
@@ -105,8 +118,15 @@ class NvmlSampler:
     def energy_j(self) -> float | None:
         return self.totals.energy_j()
 
+    def set_idle(self, watts: float | None) -> None:
+        self.totals.set_idle(watts)
+
     def summary(self, images: int) -> dict:
         out = self.totals.summary(images)
+        if out.get("nvml/energy_above_idle_clamped"):
+            self.say(f"NVML: training energy ({out['nvml/energy_total_j']:.0f} J) is below idle power "
+                     f"({out['nvml/idle_power_w']:.0f} W) x the training seconds: energy above idle given as 0 "
+                     "(nvml/energy_above_idle_clamped)")
         if self.stopped_reason:
             out["nvml/stopped"] = self.stopped_reason
         return out
@@ -178,8 +198,23 @@ def handle_for_cuda_device(nvml, index: int):
     raise RuntimeError(f"no NVML device with UUID {uuid} ({last})")
 
 
-def open_for_run(device, hz: float, say, nvml=None):
-    """(sampler started or None, config facts). The config always says whether NVML was used, and if not, why."""
+def idle_facts(nvml, handle, seconds: float, say) -> dict:
+    """The config's idle-power facts for this process's GPU, measured now (before training); said in one line."""
+    if seconds <= 0:
+        return {"idle_power": "not measured (--idle-power-s 0)"}
+    try:
+        facts = measure_idle_power(nvml, handle, seconds)
+    except Exception as e:  # noqa: BLE001 - no power reading on this GPU: energy above idle is left out
+        say(f"NVML: idle power not measured ({e}); no energy above idle")
+        return {"idle_power": f"not measured ({e})"}
+    say(f"NVML: idle power {facts['idle_power_w']:.1f} W ({facts['idle_power_min_w']:.1f}-"
+        f"{facts['idle_power_max_w']:.1f} W over {seconds:g} s before training; nvml/idle_power_w)")
+    return facts
+
+
+def open_for_run(device, hz: float, say, nvml=None, idle_s: float = 0.0):
+    """(sampler started or None, config facts). The config always says whether NVML was used, and if not, why.
+    idle_s: seconds of idle power to measure first, on this process's GPU (0: none)."""
     if device.type != "cuda":
         return None, {"available": False, "reason": f"the run is on {device.type}"}
     if hz <= 0:
@@ -196,4 +231,7 @@ def open_for_run(device, hz: float, say, nvml=None):
     except Exception as e:  # noqa: BLE001
         say(f"NVML: unavailable ({e}); training without GPU telemetry")
         return None, {"available": False, "reason": str(e)}
-    return sampler.start(), {"available": True, "hz": hz, "metrics": sampler.supported, **facts}
+    idle = idle_facts(nvml, handle, idle_s, say)  # before the sampler's thread starts: nothing runs yet
+    sampler.set_idle(idle.get("idle_power_w"))
+    return sampler.start(), {"available": True, "hz": hz, "metrics": sampler.supported,
+                             "energy_source": sampler.energy_source, **idle, **facts}

@@ -135,3 +135,12 @@ class GpuReader:
 
     def _power_usage(self) -> float:
         return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
+
+
+def read_power_w(nvml, handle) -> float:
+    """One power reading in W, from the instrument the sampler uses: instant power (field 186), else
+    nvmlDeviceGetPowerUsage (a 1 s average on Ampere and later)."""
+    field = nvml.nvmlDeviceGetFieldValues(handle, [POWER_FIELD[1:3]])[0]
+    if field.nvmlReturn == SUCCESS:
+        return decode(field)[0] * POWER_FIELD[3]
+    return nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0

@@ -173,6 +173,9 @@ class RunConfig:
     ckpt_artifact: bool = option(False, "log the final checkpoint as a W&B model artifact (no staging copy)", OUTPUT)
     nvml_hz: float = option(10.0, "GPU telemetry samples per second from NVML, this process's GPU only (0: off)",
                             OUTPUT, type=_non_negative_float)
+    idle_power_s: float = option(3.0, "seconds of idle power measured on this process's GPU before training, "
+                                 "for the energy above idle (nvml/idle_power_w; adds as much to set-up; 0: skip; "
+                                 "runs without NVML skip it)", OUTPUT, type=_non_negative_float, metavar="S")
     wandb_stats_interval: float | None = option(None, "seconds between W&B's own system-metric samples (default: "
                                                 "W&B's, 15 s)", OUTPUT, type=_positive_float, metavar="S")
     wandb_init_timeout: float = option(30.0, "online W&B: seconds to wait for the server before logging offline "

@@ -139,7 +139,7 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
                           model=b.model_facts, device=device, ranks=ranks, data=b.data, plan=plan)
     mode, why = choose_mode(cfg.wandb_mode)
     console.say(_describe(b, config, plan))
-    sampler, config["nvml"] = nvml.open_for_run(device, cfg.nvml_hz, console.say)
+    sampler, config["nvml"] = nvml.open_for_run(device, cfg.nvml_hz, console.say, idle_s=cfg.idle_power_s)
     state = setup.build_state(cfg, model, opt, b.data.train_loader, sampler, device, ranks)
     ckpt_path = os.path.join(run_dir, checkpoint.FILENAME)
     if resumed is not None:
