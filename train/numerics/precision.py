@@ -27,19 +27,18 @@ class Precision:
 
     def set_backend_flags(self) -> dict:
         """Set TF32 for matmul and cuDNN conv explicitly: cuDNN's TF32 is on by default, so a plain
-        "fp32" convnet would silently run TF32. Returns the effective values for the run config."""
-        mode = "tf32" if self.tf32 else "ieee"
-        if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision"):
-            # torch >= 2.9: the new API only; mixing it with allow_tf32 raises on read.
+        "fp32" convnet would silently run TF32. Returns the effective values for the run config.
+
+        Both APIs, legacy first: with only the new `fp32_precision` set, torch 2.14 raises "mix of the legacy and
+        new APIs" on reading `allow_tf32` or `get_float32_matmul_precision()`, which Inductor's autotuner reads.
+        Setting the legacy flags first, then the new ones to the same value, leaves every getter agreeing."""
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        torch.backends.cudnn.allow_tf32 = self.tf32
+        if _has_new_tf32_api():  # torch >= 2.9; guarded by feature, as older or partial builds lack it
+            mode = "tf32" if self.tf32 else "ieee"
             torch.backends.cudnn.conv.fp32_precision = mode
             torch.backends.cudnn.rnn.fp32_precision = mode
             torch.backends.cuda.matmul.fp32_precision = mode
-            return {
-                "tf32_matmul": torch.backends.cuda.matmul.fp32_precision == "tf32",
-                "tf32_cudnn": torch.backends.cudnn.conv.fp32_precision == "tf32",
-            }
-        torch.backends.cuda.matmul.allow_tf32 = self.tf32
-        torch.backends.cudnn.allow_tf32 = self.tf32
         return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -93,6 +92,12 @@ class Precision:
             _probe_step(self, device)
         except Exception as e:  # noqa: BLE001 - any failure here means "this device cannot run it"
             raise UsageError(f"precision {self.name} cannot run on {where}: {first_line(e)}") from None
+
+
+def _has_new_tf32_api() -> bool:
+    cudnn = torch.backends.cudnn
+    return all(hasattr(getattr(cudnn, op, None), "fp32_precision") for op in ("conv", "rnn")) and hasattr(
+        torch.backends.cuda.matmul, "fp32_precision")
 
 
 def _describe(device: torch.device) -> str:
