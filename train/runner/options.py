@@ -157,6 +157,10 @@ class RunConfig:
                           "compiler): default, max-autotune (slower compile, tuned kernels) or reduce-overhead "
                           "(CUDA graphs on GPUs, as default on CPU); compile time is left out of images/s and "
                           "logged as time/compile_s", MODEL, identity=True, choices=COMPILE_MODES)
+    peak_tflops: float | None = option(None, "the GPU's dense peak TFLOP/s for this run's precision, for MFU, "
+                                       "over the datasheet table (train/measure/peaks.py); the run's config "
+                                       "records it with peak_source user", DEVICE, type=_positive_float,
+                                       metavar="TFLOPS")
     out_dir: str = option("runs", "runs are written to OUT_DIR/NAME/ (checkpoint, W&B files)", OUTPUT)
     project: str = option("precision-depth-gpus", "W&B project", OUTPUT)
     entity: str | None = option(None, "W&B entity (user or team)", OUTPUT)
