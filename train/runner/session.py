@@ -117,7 +117,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         if summary.get("preempted"):
             return {**summary, "run_dir": run_dir, "run_id": run_id}
         result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
-                  "device": device.type, "end": summary["train/end"]}
+                  "device": device.type, "device_name": setup.device_name(device), "end": summary["train/end"]}
         if ranks.is_main:
             write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
             _say_done(t, summary, size, run_dir)

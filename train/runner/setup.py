@@ -5,6 +5,7 @@ loader settings, model, optimizer, LR schedule and loss scaler."""
 from __future__ import annotations
 
 import math
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,13 @@ def pick_device(choice: str) -> torch.device:
         raise UsageError("--device cuda (--use_cuda): no CUDA device is visible to PyTorch "
                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu or auto")
     return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name as NVML prints it (the FLOP-peak table's key), or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def build_policy(cfg: RunConfig) -> tuple[Precision, dict]:

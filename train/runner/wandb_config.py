@@ -14,7 +14,7 @@ from train.launch import distributed
 from train.measure.peaks import run_peak
 from train.runner.loop import Plan
 from train.runner.options import RunConfig
-from train.runner.setup import Data
+from train.runner.setup import Data, device_name
 
 
 def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, settings: dict, model: dict,
@@ -43,8 +43,7 @@ def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, set
 def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
     info = {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": device_name(device),
         "world_size": ranks.world_size,
         "nodes": ranks.nodes,
         "gpus_per_node": ranks.local_world_size,
