@@ -16,6 +16,7 @@ def cuda_that_must_not_start(monkeypatch):
     def refuse():
         raise AssertionError("the benchmark's parent initialised CUDA")
 
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # the benchmark sets it: put back afterwards
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "_lazy_init", refuse)  # current_device, get_device_name/capability call it
 

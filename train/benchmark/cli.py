@@ -518,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def benchmark(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.perf_counter()
+    # GPUs counted through NVML, as by the runner's launcher: the driver's own count (cuInit) opens the CUDA
+    # driver in this process, which trains nothing (see refusal). The points inherit it, as the workers do.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import torch  # after the flags: --help and flag errors answer at once
 
     gpu = args.device != "cpu" and torch.cuda.is_available()
