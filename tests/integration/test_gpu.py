@@ -222,7 +222,7 @@ def test_nvml_counts_the_pcie_bytes_of_a_known_copy(nvml_handle):
     if "pcie_rx" not in sampler.counters:
         pytest.skip("this GPU or driver has no PCIe byte counters (fields 197/198): the sampler falls back to "
                     "nvmlDeviceGetPcieThroughput, a sampled rate")
-    host = torch.empty(GiB, dtype=torch.uint8).pin_memory()
+    host = torch.empty(GiB, dtype=torch.uint8, pin_memory=True)
     device = torch.empty(GiB, dtype=torch.uint8, device="cuda")
 
     def bytes_moved(copy) -> tuple[float, float]:
