@@ -17,7 +17,7 @@ OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", 
            "--resume", "--nvml-hz", "--wandb-stats-interval", "--wandb-init-timeout", "--gpus", "--nodes",
            "--rdzv-endpoint", "--rdzv-id", "--dist-timeout", "--grad-compress", "--lr-scaling", "--target-acc",
            "--stop-at-acc", "--use_34", "--use_50", "--use_amp", "--use_half", "--use_cuda", "--use_ddp", "--num_workers",
-           "--epoch", "--batch_size", "--compile"]
+           "--epoch", "--batch_size", "--compile", "--max-restarts"]
 
 
 def test_help_and_the_options_page_explain_every_option():
@@ -88,9 +88,22 @@ def _one_line_error(result, *words):
     pytest.param(["--device", "cuda", "--dataset", "synthetic"], ["cuda"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="asserts that no GPU is visible")),
     (["--resume", "auto", "--dataset", "synthetic"], ["--resume auto", "--name"]),
+    (["--max-restarts", "-1"], ["--max-restarts", "integer >= 0", "-1"]),
+    (["--max-restarts", "two"], ["--max-restarts", "integer >= 0", "two"]),
 ])
 def test_bad_flags_get_one_line_and_exit_2(args, words):
     _one_line_error(run_cli(*args), *words)
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], ["--max-restarts 1", "--gpus", "--resume auto"]),  # a single process: nothing would restart it
+    (["--gpus", "1", "--nodes", "2", "--rdzv-endpoint", "127.0.0.1:1"], ["--max-restarts", "--name"]),
+], ids=["single process", "several nodes without --name"])
+def test_max_restarts_where_a_restart_could_not_work_gets_one_line_and_writes_nothing(tmp_path, args, words):
+    result = run_cli("--max-restarts", "1", *args, "--dataset", "synthetic", "--device", "cpu", "--out-dir",
+                     str(tmp_path / "runs"))
+    _one_line_error(result, *words)
+    assert not os.path.exists(tmp_path / "runs")
 
 
 def test_missing_dataset_gets_one_line_naming_the_path(tmp_path):

@@ -208,3 +208,46 @@ def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_cont
                 steps.append(record["history"]["item"]["train/step"])
     assert len(ids) == 1 and steps == list(range(1, 13))
     assert states[-1] == "finished"
+
+
+def test_a_worker_killed_once_is_restarted_and_the_job_ends_as_the_unbroken_one(tmp_path):
+    """--max-restarts 1: rank 1 SIGKILLed after the first periodic checkpoint gets the elastic agent to restart
+    both workers; the command has no --resume, yet the restart continues the run from that checkpoint, in the
+    same folder and W&B run, and ends with the unbroken job's steps, accuracy and weights."""
+    from conftest import write_cifar
+
+    data = write_cifar(str(tmp_path / "data"), per_batch=8, n_test=8)  # 40 images: 5 steps an epoch per rank
+    env = {**_env(), "OMP_NUM_THREADS": "1"}  # one thread a worker: the two jobs compute bit for bit alike
+    common = [sys.executable, RUN, "--gpus", "2", "--data-dir", data, "--epochs", "2", "--batch-size", "4",
+              "--ckpt-every", "1", "--log-every", "1", "--warmup-steps", "1", "--wandb-mode", "offline",
+              "--dist-timeout", "30", "--device", "cpu", "--max-restarts", "1"]
+    out = tmp_path / "killed"
+    jobs = [subprocess.Popen([*common, "--out-dir", str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for d in (tmp_path / "whole", out)]  # side by side: the test takes less
+    deadline = time.time() + 120
+    while not list(out.glob("*/checkpoint.pt")) and time.time() < deadline and jobs[1].poll() is None:
+        time.sleep(0.01)  # the checkpoint at the end of epoch 1 (step 5)
+    victim = _rank_pid(str(out), 1)
+    assert victim, "rank 1 not found"
+    os.kill(victim, signal.SIGKILL)  # once: the restarted rank 1 is another process
+    (_, whole_err), (stdout, stderr) = (job.communicate(timeout=240) for job in jobs)
+    assert jobs[0].returncode == 0, whole_err[-2000:]
+    assert jobs[1].returncode == 0, stderr[-2000:]
+    assert "restart 1 of 1" in stdout and "at step 5 (epoch 2" in stdout, stdout
+    [run_dir] = [d for d in out.iterdir() if not d.name.startswith(".")]  # one run folder: the restart's too
+    [whole_dir] = [d for d in (tmp_path / "whole").iterdir() if not d.name.startswith(".")]
+    a, b = (json.load(open(d / "result.json")) for d in (whole_dir, run_dir))
+    assert (a["train/segments"], b["train/segments"]) == (1, 2)
+    for key in ("train/steps", "train/images", "test/last_acc", "test/loss"):
+        assert b[key] == a[key], key
+    import torch
+
+    wa, wb = (torch.load(d / "checkpoint.pt", weights_only=True)["state"]["model"] for d in (whole_dir, run_dir))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    segments = sorted((run_dir / "wandb").glob("offline-run-*"))
+    summaries = [json.loads(_inspect(s, "--summary")) for s in segments]
+    assert len(segments) == 2 and len({s["run_id"] for s in summaries}) == 1
+    assert summaries[-1]["state"] == "finished"
+    steps = [json.loads(line)["history"]["item"]["train/step"] for line in _inspect(segments[-1]).splitlines()
+             if '"train/loss"' in line and json.loads(line).get("type") == "history"]
+    assert steps == list(range(6, 11))  # the restart logged on from its checkpoint's step
