@@ -101,10 +101,11 @@ def test_two_nodes_on_localhost_make_one_job(tmp_path, how):
     assert summary["config"]["system"]["cpu_threads"] == 1  # the cores it may run on, not the machine's
 
 
-def test_a_usage_error_in_the_workers_is_one_line_for_the_whole_job(tmp_path):
+@pytest.mark.parametrize("restarts", [[], ["--max-restarts", "2"]], ids=["", "not retried by --max-restarts"])
+def test_a_usage_error_in_the_workers_is_one_line_for_the_whole_job(tmp_path, restarts):
     result = subprocess.run([sys.executable, RUN, "--gpus", "2", "--data-dir", str(tmp_path / "none"), "--out-dir",
-                             str(tmp_path / "runs"), "--wandb-mode", "offline"], env=_env(), capture_output=True,
-                            text=True, timeout=300)
+                             str(tmp_path / "runs"), "--wandb-mode", "offline", *restarts], env=_env(),
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "CIFAR-10 not found" in errors[0] and "Traceback" not in result.stderr
@@ -154,17 +155,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT], ids=["SIGUSR1", "SIGTERM", "SIGINT"])
-def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path, sig):
+@pytest.mark.parametrize("sig, restarts", [(signal.SIGUSR1, []), (signal.SIGTERM, []), (signal.SIGINT, []),
+                                           (signal.SIGUSR1, ["--max-restarts", "1"])],
+                         ids=["SIGUSR1", "SIGTERM", "SIGINT", "SIGUSR1 not retried by --max-restarts"])
+def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path, sig, restarts):
     """Slurm's warning signal (SIGUSR1) or SIGTERM (time limit, scancel, preemption) reaches the launcher; its
     workers agree at a log window, checkpoint, exit 75, and so does the launcher; the same command continues the
     one W&B run. Under SIGTERM rank 0 is stalled (SIGSTOP) in the middle of writing its checkpoint: no rank may
     leave before it has saved and finished W&B, or the elastic agent would SIGTERM it and SIGKILL it 30 s on.
     The continuation is run once, after SIGTERM: a checkpoint does not depend on the signal that asked for it.
-    Ctrl-C (SIGINT) on the launcher stops the workers the same way, and the job exits 130, as an interrupt."""
+    Ctrl-C (SIGINT) on the launcher stops the workers the same way, and the job exits 130, as an interrupt.
+    Under --max-restarts the agent would restart workers that exited 75: a stop is not retried, the job exits 75."""
     cmd = [sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "12", "--batch-size", "4",
            "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "60", "--out-dir", str(tmp_path),
-           "--name", "ddp-pre", "--resume", "auto"]
+           "--name", "ddp-pre", "--resume", "auto", *restarts]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "step 3/12" in line:
