@@ -255,3 +255,30 @@ def test_a_worker_killed_once_is_restarted_and_the_job_ends_as_the_unbroken_one(
     steps = [json.loads(line)["history"]["item"]["train/step"] for line in _inspect(segments[-1]).splitlines()
              if '"train/loss"' in line and json.loads(line).get("type") == "history"]
     assert steps == list(range(6, 11))  # the restart logged on from its checkpoint's step
+
+
+def test_torchrun_max_restarts_continues_the_run_named_with_resume_auto(tmp_path):
+    """The torchrun command docs/cluster.md gives: torchrun's own restarts, with --name and --resume auto (and
+    the agent's store sharing off), continue the run after rank 1 is SIGKILLed."""
+    from conftest import write_cifar
+
+    data = write_cifar(str(tmp_path / "data"), per_batch=8, n_test=8)
+    env = {**_env(), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    proc = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node", "2", "--max-restarts", "1", RUN,
+                             "--name", "tr", "--resume", "auto", "--data-dir", data, "--epochs", "2", "--batch-size",
+                             "4", "--ckpt-every", "1", "--wandb-mode", "offline", "--dist-timeout", "30", "--device",
+                             "cpu", "--out-dir", str(tmp_path / "runs")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "runs" / "tr" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    victim = _rank_pid(str(tmp_path / "runs"), 1)
+    assert victim, "rank 1 not found"
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "restart 1 of 1" in stdout and "at step 5 (epoch 2" in stdout, stdout
+    assert "#135712" not in stderr  # the store sharing is off: nothing to warn of
+    assert json.load(open(tmp_path / "runs" / "tr" / "result.json"))["train/steps"] == 10
+    assert len(list((tmp_path / "runs" / "tr" / "wandb").glob("offline-run-*"))) == 2
