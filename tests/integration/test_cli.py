@@ -238,3 +238,24 @@ def test_resume_auto_plans_a_start_a_continuation_or_nothing_and_leaves_the_conf
     with pytest.raises(UsageError, match="no checkpoint at"):
         plan_resume(parse_args(["--resume", str(tmp_path)]))
     assert plan_resume(parse_args(["--name", "n"])) == ResumePlan(name="n")
+
+
+def test_a_restarted_worker_continues_the_run_the_first_start_began(tmp_path, monkeypatch):
+    """The elastic agent's restart (TORCHELASTIC_RESTART_COUNT > 0) of a command without --resume continues
+    OUT_DIR/NAME from its checkpoint; under restarts a run whose folder a restart could not find is refused."""
+    from train.contract.errors import UsageError
+    from train.runner import checkpoint
+    from train.runner.resume import plan_resume
+
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    first, restarted = {"restart": 0, "max_restarts": 1}, {"restart": 1, "max_restarts": 1}
+    cfg = parse_args(["--name", "r", "--out-dir", str(tmp_path)])
+    os.makedirs(tmp_path / "r")
+    open(tmp_path / "r" / checkpoint.FILENAME, "wb").close()
+    assert plan_resume(cfg, restarted).checkpoint == str(tmp_path / "r" / checkpoint.FILENAME)
+    assert cfg.resume is None  # as parsed: the plan is the restart's
+    assert plan_resume(cfg, first).checkpoint is None  # a first start without --resume: a new run, as ever
+    with pytest.raises(UsageError, match="--max-restarts.*--name"):
+        plan_resume(parse_args(["--out-dir", str(tmp_path)]), first)  # torchrun --max-restarts, no --name
+    monkeypatch.setenv("WANDB_RUN_ID", "abc")  # what launch() fixes on one node: the name is made from it
+    assert plan_resume(parse_args(["--out-dir", str(tmp_path)]), restarted).run_dir == str(tmp_path / "r18-fp32-abc")
