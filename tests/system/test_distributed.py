@@ -282,3 +282,29 @@ def test_torchrun_max_restarts_continues_the_run_named_with_resume_auto(tmp_path
     assert "#135712" not in stderr  # the store sharing is off: nothing to warn of
     assert json.load(open(tmp_path / "runs" / "tr" / "result.json"))["train/steps"] == 10
     assert len(list((tmp_path / "runs" / "tr" / "wandb").glob("offline-run-*"))) == 2
+
+
+def test_a_worker_killed_again_after_the_last_restart_ends_the_job_saying_the_restarts_are_used_up(tmp_path):
+    """--max-restarts 1, rank 1 killed before any checkpoint and again after the restart: the restart started
+    the run anew in the same folder (the launcher fixed its id); the second death ends the job, naming it."""
+    proc = subprocess.Popen([sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "10000",
+                             "--batch-size", "4", "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "30",
+                             "--device", "cpu", "--max-restarts", "1", "--out-dir", str(tmp_path)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = []
+    deadline = time.time() + 240
+    for line in proc.stdout:  # training runs (a step is printed): kill rank 1, once in each worker group
+        if "step 1/" in line and time.time() < deadline:
+            victim = _rank_pid(str(tmp_path), 1)
+            assert victim and victim not in killed, "rank 1 not found"
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            if len(killed) == 2:
+                break
+    _, stderr = proc.communicate(timeout=120)
+    assert len(killed) == 2 and proc.returncode == 1, stderr[-2000:]
+    assert "rank 1 was killed by SIGKILL" in stderr.splitlines()[-1]
+    assert "after 1 restart (all that --max-restarts 1 allows)" in stderr.splitlines()[-1]
+    [run_dir] = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
+    segments = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and len({json.loads(_inspect(s, "--summary"))["run_id"] for s in segments}) == 1

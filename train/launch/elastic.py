@@ -99,7 +99,7 @@ def launch(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: str | None
     try:
         elastic_launch(config, sys.executable)("-u", script, *argv)
     except ChildFailedError as e:
-        return _failed_job_status(sorted(e.failures.items()), gpus * nodes, stop.signal)
+        return _failed_job_status(sorted(e.failures.items()), gpus * nodes, stop.signal, max_restarts)
     except SignalException as e:
         if e.sigval in _FORWARDED:  # raised by _StopForwarder: no worker was running to pass it on to
             print(f"stopped by {signal.Signals(e.sigval).name} while no worker was running: nothing to "
@@ -142,8 +142,9 @@ def _launch_config(gpus: int, nodes: int, rdzv_endpoint: str | None, rdzv_id: st
     )
 
 
-def _failed_job_status(failures: list, processes: int, stop_signal: int | None) -> int:
-    """The job's exit status when workers failed, and its one line: the ranks that caused it, then the rest."""
+def _failed_job_status(failures: list, processes: int, stop_signal: int | None, restarts: int = 0) -> int:
+    """The job's exit status when workers failed, and its one line: the ranks that caused it, then the rest
+    (those of the last worker group, once the agent has made its `restarts`)."""
     if all(f.exitcode == EXIT_PREEMPTED for _, f in failures):
         return EXIT_PREEMPTED  # every worker checkpointed; rank 0 said how to continue
     if stop_signal == signal.SIGINT and all(f.exitcode == EXIT_INTERRUPTED for _, f in failures):
@@ -166,6 +167,8 @@ def _failed_job_status(failures: list, processes: int, stop_signal: int | None) 
         text += "; then " + "; ".join(f"rank {r} {_ending(f.exitcode)}" for r, f in then)
     if stop_signal is not None:
         text += f" (after {signal.Signals(stop_signal).name}, passed on to the workers)"
+    elif restarts:  # a failure the agent restarts is only reported once none is left
+        text += f", after {restarts} restart{'s' if restarts > 1 else ''} (all that --max-restarts {restarts} allows)"
     print(f"error: the {processes}-process job failed because {text}", file=sys.stderr)
     return 1
 
