@@ -150,6 +150,12 @@ class RunConfig:
     rdzv_id: str | None = option(None, "rendezvous id shared by the nodes of one job (default: $SLURM_JOB_ID)", DDP)
     dist_timeout: float = option(600.0, "seconds before a dead or hung rank ends the job (rendezvous and "
                                  "collectives)", DDP, type=_positive_float, metavar="S")
+    max_restarts: int = option(0, "restart the job's workers up to N times when one dies (killed, a failed "
+                               "collective): each restart continues the run from its latest checkpoint (see "
+                               "--ckpt-every) in the same W&B run, with or without --resume; a stop, a "
+                               "divergence or a usage error is not retried. Needs a launch (--gpus, --nodes; "
+                               "--gpus 1 for one process); several nodes need --name. Under torchrun: torchrun's "
+                               "own --max-restarts", DDP, type=_non_negative_int, metavar="N")
     grad_compress: str = option("none", "gradient all-reduce in 16 bits (PyTorch's compression hooks); pure "
                                 "fp16/bf16 models already reduce 16-bit gradients", DDP, identity=True,
                                 choices=("none", "fp16", "bf16"))

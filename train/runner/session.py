@@ -18,7 +18,7 @@ import torch
 from train.contract.errors import EXIT_DIVERGED
 from train.contract.files import atomic_write
 from train.contract.names import keep_caches_in
-from train.launch import distributed
+from train.launch import distributed, elastic
 from train.launch.signals import StopRequest
 from train.measure import nvml
 from train.numerics import compiling
@@ -44,8 +44,10 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
     """One run in this process; `started`: when its set-up began (the process's start for a command-line run,
     whose imports count in time/setup_s), else now."""
     setup_started = time.perf_counter() if started is None else started
-    where = plan_resume(cfg)
+    where = plan_resume(cfg, worker)
     first = worker is None or worker.get("rank", 0) == 0  # one line for the job, not one per worker
+    if first:
+        _say_restart(worker)
     if where.ended:  # a run that reached its end (or diverged) is a result: never run again, never rewritten
         if first:
             print(f"{where.run_dir} has already ended ({where.ended}); nothing to do: {where.hint}")
@@ -65,6 +67,16 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
         return result
     finally:
         distributed.shutdown(ranks)
+
+
+def _say_restart(worker: dict | None) -> None:
+    """Rank 0's line about the elastic agent's restarts: which one this is, or, at the first start, why
+    torchrun's would fail."""
+    if worker and worker.get("restart"):
+        print(f"restart {worker['restart']} of {worker['max_restarts']}: a worker of this job failed; the elastic "
+              "agent restarted them all, which continue the run from its latest checkpoint", flush=True)
+    elif elastic.restart_warning(worker):
+        print(f"warning: {elastic.restart_warning(worker)}", file=sys.stderr, flush=True)
 
 
 @dataclass
