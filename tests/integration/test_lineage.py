@@ -1,0 +1,109 @@
+"""W&B as its users expect, offline, read back with W&B's own reader: each run's job_type, the data set as a
+reference artifact each run uses and each segment's checkpoint as a version the next segment uses."""
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, run_cli, sigterm_at_line
+from wandb_reader import _inspect
+
+from train.benchmark.turns import ENV as TURNS_ENV
+from train.contract import wandb_offline
+
+RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
+CIFAR_FILES = {*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"}
+
+
+def _records(folder):
+    return list(wandb_offline.records(_inspect(folder)))
+
+
+def _job_type(records):
+    return next(r["run"].get("job_type") for r in records if r.get("type") == "run")
+
+
+def _artifacts(records, kind):
+    return [r["artifact"] for r in records if r.get("type") == "artifact" and r["artifact"]["type"] == kind]
+
+
+def _md5(path):
+    return base64.b64encode(hashlib.md5(open(path, "rb").read()).digest()).decode()
+
+
+def _segments(run_dir):
+    wandb_dir = run_dir / "wandb"
+    return [wandb_dir / d for d in sorted(os.listdir(wandb_dir)) if d.startswith("offline-run-")]
+
+
+def test_a_training_run_is_a_train_job_that_uses_the_data_set_by_reference(cifar_dir, tmp_path):
+    result = run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--max-steps", "2",
+                     "--batch-size", "8", "--warmup-steps", "0", "--name", "r", "--wandb-mode", "offline",
+                     "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    records = _records(tmp_path / "runs" / "r")
+    assert _job_type(records) == "train"
+    [data] = _artifacts(records, "dataset")
+    assert data["name"] == "cifar10" and data["use_after_commit"]  # an input of the run, not its output
+    entries = {e["path"]: e for e in data["manifest"]["contents"]}
+    assert set(entries) == CIFAR_FILES
+    for name, entry in entries.items():
+        path = os.path.join(cifar_dir, "cifar-10-batches-py", name)
+        assert entry["ref"] == f"file://{path}" and int(entry["size"]) == os.path.getsize(path)
+        assert entry["digest"] == _md5(path)
+    # A reference: the data's bytes are not copied anywhere (no staging copy in the run's folder or caches).
+    copied = [f for _, _, files in os.walk(tmp_path / "runs") for f in files if f in CIFAR_FILES]
+    assert copied == []
+
+
+def test_a_benchmark_point_is_a_benchmark_job(tmp_path):
+    """The runner as `python -m train.benchmark` starts a point: paced by its turns (TRAIN_TURNS)."""
+    from_benchmark, to_child = os.pipe()
+    from_child, to_benchmark = os.pipe()
+    proc = subprocess.Popen(
+        [*RUNNER, "--dataset", "synthetic", "--max-steps", "2", "--batch-size", "4", "--warmup-steps", "0",
+         "--device", "cpu", "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "point"],
+        env={**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},2"}, pass_fds=(from_benchmark, to_benchmark),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    os.close(from_benchmark)
+    os.close(to_benchmark)
+    with os.fdopen(to_child, "w") as go, os.fdopen(from_child, "r") as reports:
+        for _ in ("set up", "warmed up"):  # then one turn of its two steps, which ends the run
+            reports.readline()
+            go.write("go\n")
+            go.flush()
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    records = _records(tmp_path / "point")
+    assert _job_type(records) == "benchmark"
+    assert _artifacts(records, "dataset") == []  # synthetic data: nothing was read, no data set to name
+
+
+def _stopped_and_resumed(out_dir, name):
+    flags = ["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--warmup-steps", "0",
+             "--log-every", "1", "--device", "cpu", "--wandb-mode", "offline", "--out-dir", str(out_dir),
+             "--resume", "auto", "--name", name]
+    status, _, err = sigterm_at_line([*RUNNER, *flags], "step 2/4 loss")
+    assert status == 75, err
+    again = run_cli(*flags)
+    assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr
+    return out_dir / name
+
+
+def test_each_segment_logs_its_checkpoint_and_the_next_segment_uses_it(tmp_path):
+    run_dir = _stopped_and_resumed(tmp_path, "chain")
+    first, second = (_records(s) for s in _segments(run_dir))
+    run_id = json.load(open(run_dir / "result.json"))["run_id"]
+    [left] = _artifacts(first, "checkpoint")  # the stopped segment's checkpoint, as its output
+    assert left["name"] == f"checkpoint-{run_id}" and not left.get("use_after_commit")
+    stopped_at = json.loads(left["metadata"])["step"]  # the step after the signal's
+    assert {"segment-1", f"step-{stopped_at}"} <= set(left["aliases"]) and json.loads(left["metadata"])["segment"] == 1
+    used, logged = _artifacts(second, "checkpoint")
+    # The resumed segment's input is that version: the same content digest, which `wandb sync` links.
+    assert used["use_after_commit"] and used["digest"] == left["digest"]
+    assert not logged.get("use_after_commit") and {"segment-2", "step-4"} <= set(logged["aliases"])
+    [entry] = logged["manifest"]["contents"]
+    assert entry["ref"] == f"file://{run_dir / 'checkpoint.pt'}" and entry["digest"] == _md5(run_dir / "checkpoint.pt")
+    assert logged["digest"] != left["digest"]
