@@ -1,5 +1,6 @@
 """W&B as its users expect, offline, read back with W&B's own reader: each run's job_type, the data set as a
-reference artifact each run uses and each segment's checkpoint as a version the next segment uses."""
+reference artifact each run uses, each segment's checkpoint as a version the next segment uses, and the
+report's run with the results table, using the runs it summarises."""
 
 import base64
 import hashlib
@@ -107,3 +108,28 @@ def test_each_segment_logs_its_checkpoint_and_the_next_segment_uses_it(tmp_path)
     [entry] = logged["manifest"]["contents"]
     assert entry["ref"] == f"file://{run_dir / 'checkpoint.pt'}" and entry["digest"] == _md5(run_dir / "checkpoint.pt")
     assert logged["digest"] != left["digest"]
+
+
+def test_publish_logs_the_results_table_in_a_report_run_that_uses_the_runs(tmp_path):
+    run_dir = _stopped_and_resumed(tmp_path / "runs", "done")
+    out = tmp_path / "out"
+    report = subprocess.run([sys.executable, "-m", "report", str(tmp_path / "runs"), "--out", str(out), "--publish"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "WANDB_MODE": "offline"})
+    assert report.returncode == 0, report.stderr
+    assert "wandb sync" in report.stdout and "using the checkpoints of 1 of 1 run(s)" in report.stdout
+    [segment] = _segments(out)
+    records = _records(segment)
+    assert _job_type(records) == "report"
+    [used] = _artifacts(records, "checkpoint")  # the run's last checkpoint version, as the report's input
+    final = _artifacts(_records(_segments(run_dir)[-1]), "checkpoint")[-1]
+    assert used["use_after_commit"] and used["digest"] == final["digest"] and used["name"] == final["name"]
+    [logged] = [r["history"]["item"] for r in records if r.get("type") == "history"]
+    assert logged["results._type"] == "table-file"
+    table = json.load(open(segment / "files" / logged["results.path"]))
+    md_header = next(line for line in open(out / "results.md") if line.startswith("| Precision | Depth |"))
+    assert table["columns"] == [c.strip() for c in md_header.strip().strip("|").split("|")]
+    [row] = table["data"]
+    assert row[0].startswith("fp32") and row[1] == "18" and row[3] == 1
+    assert all(isinstance(v, float) for v in row[4:])  # the measured cells as numbers, to sort by
+    assert logged["plots/throughput._type"] == "image-file"  # each plot, as an image
