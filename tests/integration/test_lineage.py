@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, run_cli, sigterm_at_line
 from wandb_reader import _inspect
 
@@ -93,8 +94,14 @@ def _stopped_and_resumed(out_dir, name):
     return out_dir / name
 
 
-def test_each_segment_logs_its_checkpoint_and_the_next_segment_uses_it(tmp_path):
-    run_dir = _stopped_and_resumed(tmp_path, "chain")
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """One run stopped by SIGTERM and resumed (two segments), for the chain and for the report over it."""
+    return _stopped_and_resumed(tmp_path_factory.mktemp("runs"), "chain")
+
+
+def test_each_segment_logs_its_checkpoint_and_the_next_segment_uses_it(resumed):
+    run_dir = resumed
     first, second = (_records(s) for s in _segments(run_dir))
     run_id = json.load(open(run_dir / "result.json"))["run_id"]
     [left] = _artifacts(first, "checkpoint")  # the stopped segment's checkpoint, as its output
@@ -110,10 +117,10 @@ def test_each_segment_logs_its_checkpoint_and_the_next_segment_uses_it(tmp_path)
     assert logged["digest"] != left["digest"]
 
 
-def test_publish_logs_the_results_table_in_a_report_run_that_uses_the_runs(tmp_path):
-    run_dir = _stopped_and_resumed(tmp_path / "runs", "done")
+def test_publish_logs_the_results_table_in_a_report_run_that_uses_the_runs(resumed, tmp_path):
+    run_dir = resumed
     out = tmp_path / "out"
-    report = subprocess.run([sys.executable, "-m", "report", str(tmp_path / "runs"), "--out", str(out), "--publish"],
+    report = subprocess.run([sys.executable, "-m", "report", str(run_dir.parent), "--out", str(out), "--publish"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "WANDB_MODE": "offline"})
     assert report.returncode == 0, report.stderr
