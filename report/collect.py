@@ -17,7 +17,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from train.contract import wandb_offline
+from train.contract import lineage, wandb_offline
 from train.contract.errors import first_line
 
 
@@ -43,6 +43,19 @@ class Run:
             rows = (r["history"]["item"] for seg in self.segments for r in _records(seg)
                     if r.get("type") == "history")
         return [row for row in rows if any(k in row and row[k] is not None for k in keys)]
+
+
+    def checkpoint(self) -> dict | None:
+        """The last checkpoint version this offline run logged (its artifact record), for the report's run to
+        use; None for runs read through the API, or that logged none."""
+        for segment in reversed(self.segments):
+            try:
+                found = lineage.last_checkpoint(_records(segment))
+            except SourceError:
+                continue  # its summary was read; its records not: as holding none
+            if found:
+                return found
+        return None
 
 
 @dataclass

@@ -483,11 +483,15 @@ def test_entity_project_still_goes_to_wandb_when_no_such_folder(tmp_path, monkey
     assert looks_local("my-team/precision-depth-gpus")  # now it is a local path with a typo
 
 
-def test_publish_from_offline_runs_says_why_not_in_one_line(runs, tmp_path):
+def test_publish_from_offline_runs_logs_an_offline_report_run_naming_runs_it_cannot_link(runs, tmp_path):
     result = _report(runs / "cpu", tmp_path, "--publish")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [line for line in result.stderr.strip().splitlines()
-                                                  if line.startswith("--publish: not published")]
+    assert result.returncode == 0, result.stderr
+    # These runs logged no checkpoint (made without the runner): the report's run cannot use them, and says so.
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("warning: --publish: not linked (they logged no checkpoint): ")
+    assert set(line.rsplit(": ", 1)[1].split(", ")) == {"cpu-fp32", "cpu-bf16"}
+    assert "using the checkpoints of 0 of 2 run(s)" in result.stdout and "wandb sync" in result.stdout
+    assert [d for d in os.listdir(tmp_path / "wandb") if d.startswith("offline-run-")]
     assert (tmp_path / "results.md").exists()
 
 

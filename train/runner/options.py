@@ -180,7 +180,8 @@ class RunConfig:
                             type=positive_int)
     ckpt_every: int = option(0, "also checkpoint every N epochs (0: only at the end)", OUTPUT,
                              type=_non_negative_int)
-    ckpt_artifact: bool = option(False, "log the final checkpoint as a W&B model artifact (no staging copy)", OUTPUT)
+    ckpt_artifact: bool = option(False, "also upload the final checkpoint as a W&B model artifact (no staging copy); "
+                                 "each segment's checkpoint is logged as a reference regardless", OUTPUT)
     nvml_hz: float = option(10.0, "GPU telemetry samples per second from NVML, this process's GPU only (0: off)",
                             OUTPUT, type=_non_negative_float)
     idle_power_s: float = option(3.0, "seconds of idle power measured on this process's GPU before training, "

@@ -22,6 +22,7 @@ from train.launch import distributed, elastic
 from train.launch.signals import StopRequest
 from train.measure import nvml
 from train.numerics import compiling
+from train.numerics.data import cifar10_files
 from train.numerics.precision import Precision
 from train.runner import checkpoint, setup
 from train.runner.backlog import Backlog
@@ -165,7 +166,8 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
         console.say(changed)
     stepping, comm, compile_s = _stepping_model(b, model, resumed is not None, console)
     tracker = setup.build_tracker(cfg, ranks, mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name,
-                                  config=config, say=console.say)
+                                  config=config, say=console.say, job_type=b.hooks.job_type)
+    _use_inputs(tracker, cfg, config["data"], ckpt_path if resumed is not None else None)
     if resumed is not None and tracker.mode == "offline":
         relog(tracker, state.wandb_backlog, state.progress.step, console.say)
     meta = {"config": cfg.as_dict() | {"name": name}, "run_id": run_id, "experiment": b.identity}
@@ -175,6 +177,16 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
                  console=console, checkpointer=Checkpointer(ckpt_path, state, meta, cfg.ckpt_every, ranks),
                  evaluation=evaluation, stopping=Stopping(b.stop, ranks), ranks=ranks, comm=comm, hooks=b.hooks)
     return t, compile_s
+
+
+def _use_inputs(tracker, cfg: RunConfig, data_facts: dict, resumed_from: str | None) -> None:
+    """The W&B run's inputs in the lineage graph: the data set (none for synthetic data: nothing was read) and,
+    on a resume, the checkpoint it continues from (before training rewrites the file)."""
+    if cfg.dataset == "cifar10":
+        tracker.use_dataset(cifar10_files(cfg.data_dir), {"train_images": data_facts["train_images"],
+                                                          "test_images": data_facts["test_images"]})
+    if resumed_from is not None:
+        tracker.use_checkpoint(resumed_from)
 
 
 def _extend(state, plan: Plan, console: Console) -> None:
@@ -221,6 +233,7 @@ def _fit_and_close(t: Training, b: Built, params: int, setup_s: float, compile_s
     try:
         summary = fit(t)
         size = t.checkpointer.save(t.state.loader.epoch, last_step=True)
+        t.tracker.log_segment_checkpoint(t.checkpointer.path, size, t.state.progress.step, t.state.progress.segments)
         if summary.get("preempted"):
             t.console.say(f"stopped by {signal.Signals(b.stop.signal).name} at step {t.state.progress.step}: "
                           f"checkpoint at {t.checkpointer.path}; run the same command (with --resume auto, or "

@@ -138,14 +138,15 @@ def build_state(cfg: RunConfig, model: torch.nn.Module, opt: Optimization, train
 
 
 def build_tracker(cfg: RunConfig, ranks: Ranks, *, mode: str, why: str, run_dir: str, run_id: str, name: str,
-                  config: dict, say):
+                  config: dict, say, job_type: str):
     """The W&B run, on rank 0 only (the others log nothing)."""
     if not ranks.is_main:
         return NullTracker()
     return Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
                    entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
                    config=config, say=say, stats_interval=cfg.wandb_stats_interval,
-                   world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout)
+                   world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout,
+                   job_type=job_type)
 
 
 def build_hooks(ranks: Ranks) -> Hooks:
