@@ -70,11 +70,7 @@ def _use_checkpoint(wandb, run, r, mode: str) -> bool:
     record = r.checkpoint()
     if record is None:
         return False
-    art = _same_version(wandb, record)
-    if mode == "online":
-        run.use_artifact(art)
-    else:  # as train/runner/tracking.py's Tracker._use: offline, a use is a record marked use_after_commit
-        run._log_artifact(art, is_user_created=True, use_after_commit=True)
+    lineage.use(run, _same_version(wandb, record), mode)
     return True
 
 

@@ -35,3 +35,13 @@ def last_checkpoint(records) -> dict | None:
         if art and art.get("type") == CHECKPOINT_TYPE and not art.get("use_after_commit"):
             found = art
     return found
+
+
+def use(run, artifact, mode: str) -> None:
+    """Record `artifact` as an input of `run` (a wandb Run in `mode`): use_artifact online; offline the record
+    `use_artifact` makes online for an artifact not logged yet (wandb 0.31 wandb_run.py), which `wandb sync`
+    resolves (see above). Nothing in disabled mode."""
+    if mode == "online":
+        run.use_artifact(artifact)
+    elif mode == "offline":
+        run._log_artifact(artifact, is_user_created=True, use_after_commit=True)

@@ -247,12 +247,7 @@ class Tracker:
         return art
 
     def _use(self, art) -> None:
-        if self.mode == "online":
-            self.run.use_artifact(art)
-        elif self.mode == "offline":
-            # What use_artifact does online for an artifact not logged yet, without its wait for the server:
-            # the record that `wandb sync` turns into the version and its use (wandb 0.31 wandb_run.py).
-            self.run._log_artifact(art, is_user_created=True, use_after_commit=True)
+        lineage.use(self.run, art, self.mode)
 
     def preempting(self) -> None:
         """Tell W&B this run stops to be continued (a sweep then hands it out again)."""
