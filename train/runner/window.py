@@ -47,11 +47,6 @@ class LogWindow:
         self.divergence = Divergence(self.lost.params)
         self.losses: list[torch.Tensor] = []  # this window's, on the device: no sync per step
 
-    @property
-    def pending(self) -> bool:
-        """Steps since the last window."""
-        return bool(self.losses)
-
     def start_step(self) -> None:
         if not self.losses:
             self.lost.before_step()  # outside the timed span: a copy of the weights for the window's first step
