@@ -6,15 +6,19 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_cli, sigterm_at_line
+from conftest import ROOT, run_in_process
 from wandb_reader import _inspect
 
 from train.benchmark.turns import ENV as TURNS_ENV
 from train.contract import wandb_offline
+from train.launch.signals import StopRequest
+from train.runner.options import parse_args
+from train.runner.session import train
 
 RUNNER = [sys.executable, os.path.join(ROOT, "train", "run.py")]
 CIFAR_FILES = {*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"}
@@ -42,9 +46,9 @@ def _segments(run_dir):
 
 
 def test_a_training_run_is_a_train_job_that_uses_the_data_set_by_reference(cifar_dir, tmp_path):
-    result = run_cli("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--max-steps", "2",
-                     "--batch-size", "8", "--warmup-steps", "0", "--name", "r", "--wandb-mode", "offline",
-                     "--device", "cpu")
+    result = run_in_process("--data-dir", cifar_dir, "--out-dir", str(tmp_path / "runs"), "--max-steps", "2",
+                            "--batch-size", "8", "--warmup-steps", "0", "--name", "r", "--wandb-mode", "offline",
+                            "--device", "cpu")
     assert result.returncode == 0, result.stderr
     records = _records(tmp_path / "runs" / "r")
     assert _job_type(records) == "train"
@@ -87,9 +91,10 @@ def _stopped_and_resumed(out_dir, name):
     flags = ["--dataset", "synthetic", "--max-steps", "4", "--batch-size", "4", "--warmup-steps", "0",
              "--log-every", "1", "--device", "cpu", "--wandb-mode", "offline", "--out-dir", str(out_dir),
              "--resume", "auto", "--name", name]
-    status, _, err = sigterm_at_line([*RUNNER, *flags], "step 2/4 loss")
-    assert status == 75, err
-    again = run_cli(*flags)
+    stop = StopRequest()
+    stop.signal = signal.SIGTERM  # as if it came during the first step: a checkpoint there, to be continued
+    assert train(parse_args(flags), stop=stop)["preempted"]
+    again = run_in_process(*flags)
     assert again.returncode == 0 and "resumed from" in again.stdout, again.stderr
     return out_dir / name
 
