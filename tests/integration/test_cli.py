@@ -42,9 +42,9 @@ def test_docs_options_md_is_the_generated_page():
 
 def test_the_experiment_identity_is_the_settings_a_resume_must_match():
     # Changing this set makes checkpoints written before the change refuse to resume (or resume a different run).
-    assert EXPERIMENT_FLAGS == ("depth", "precision", "dataset", "batch_size", "optimizer", "lr", "lr_scaling",
-                                "momentum", "weight_decay", "lr_schedule", "epochs", "seed", "loader", "num_workers",
-                                "grad_compress", "compile")
+    assert EXPERIMENT_FLAGS == ("depth", "arch", "precision", "dataset", "batch_size", "optimizer", "lr",
+                                "lr_scaling", "momentum", "weight_decay", "lr_schedule", "lr_warmup_epochs", "epochs",
+                                "seed", "loader", "num_workers", "grad_compress", "compile")
     a, b = parse_args(["--name", "a", "--max-steps", "3", "--log-every", "1"]), parse_args(["--seed", "1"])
     same = dict(world_size=1, train_images=50000, device="cpu")
     assert differences(experiment(a, **same), experiment(parse_args([]), **same)) == []

@@ -93,8 +93,8 @@ def test_target_keys_are_percentages_without_a_dot():
 
 
 def test_experiment_defaults_fill_only_settings_a_run_did_not_record():
-    assert with_defaults({"depth": 18}) == {"compile": "none", "depth": 18}
-    assert with_defaults({"compile": "default"}) == {"compile": "default"}
+    assert with_defaults({"depth": 18}) == {"compile": "none", "arch": "resnet", "lr_warmup_epochs": 0.0, "depth": 18}
+    assert with_defaults({"compile": "default", "arch": "vit-s"})["arch"] == "vit-s"
 
 
 @pytest.mark.parametrize("error, empty, line", [

@@ -45,8 +45,9 @@ CONFIG_NESTED = {
     "model": ["arch", "params", "forward_flops_per_image", "train_flops_per_image"],
     "system": ["device", "device_name", "world_size", "torch", "cuda", "cudnn", "peak_flops_per_s", "peak_source"],
     "data": ["train_images", "test_images", "synthetic", "steps_per_epoch", "global_batch_size"],
-    "experiment": ["depth", "precision", "dataset", "train_images", "batch_size", "world_size", "device", "optimizer",
-                   "lr", "lr_scaling", "effective_lr", "momentum", "weight_decay", "lr_schedule", "epochs", "seed",
+    "experiment": ["depth", "arch", "precision", "dataset", "train_images", "batch_size", "world_size", "device",
+                   "optimizer", "lr", "lr_scaling", "effective_lr", "momentum", "weight_decay", "lr_schedule",
+                   "lr_warmup_epochs", "epochs", "seed",
                    "loader", "num_workers", "grad_compress", "compile"],
     "provenance": ["git_commit", "git_dirty", "started_at", "segments"],  # segments: one entry per segment
 }

@@ -1,4 +1,5 @@
-"""CIFAR-10 ResNet-18/34/50: torchvision's ResNet and blocks with the CIFAR stem.
+"""CIFAR-10 ResNet-18/34/50: torchvision's ResNet and blocks with the CIFAR stem (the ViTs: vit.py; both in
+registry.py), and the models' FLOPs per image.
 
 The widely used CIFAR layout (kuangliu/pytorch-cifar): a 3x3 stride-1 stem and no max-pool, so 32x32
 inputs reach the last stage at 4x4; BasicBlock / Bottleneck with the stride on the 3x3 conv (torchvision's
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from train.contract.errors import UsageError, first_line
@@ -37,6 +39,7 @@ def resnet(depth: int, num_classes: int = 10) -> nn.Module:
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision inits convs
     net.maxpool = nn.Identity()
+    net.depth = depth  # a plain attribute (not in the state_dict): flops_per_image's key
     return net
 
 
@@ -49,13 +52,17 @@ def count_params(model: nn.Module) -> int:
 FORWARD_FLOPS = {18: 1_110_845_440, 34: 2_318_804_992, 50: 2_595_659_776}
 
 
-def flops_per_image(depth: int, model: nn.Module) -> int:
-    """FLOPs of one 32x32 forward pass of resnet(depth): the known count, or counted for another model."""
-    return FORWARD_FLOPS.get(depth) or forward_flops_per_image(model)
+def flops_per_image(model: nn.Module) -> tuple[int, int]:
+    """(forward, training) FLOPs of one 32x32 image: exact where the model states them (the ViTs), else the
+    ResNet table's or counted forward FLOPs and 3x that for training (docs/precision.md, "FLOPs per image")."""
+    if hasattr(model, "flops_per_image"):
+        return model.flops_per_image()
+    forward = FORWARD_FLOPS.get(getattr(model, "depth", None)) or forward_flops_per_image(model)
+    return forward, 3 * forward
 
 
 def forward_flops_per_image(model: nn.Module) -> int:
-    """FLOPs of one 32x32 forward pass, counted by PyTorch (conv + linear; 1 MAC = 2 FLOPs).
+    """FLOPs of one 32x32 forward pass, counted by PyTorch (conv, linear and attention; 1 MAC = 2 FLOPs).
 
     Training costs about 3x this (the backward pass is about twice the forward): the MFU convention of
     docs/precision.md ("FLOPs per image and MFU"). Counted on CPU in fp32 before the model is cast or moved.
@@ -63,7 +70,8 @@ def forward_flops_per_image(model: nn.Module) -> int:
     counter = FlopCounterMode(display=False)
     was_training = model.training
     model.eval()
-    with counter, torch.no_grad():
+    # The math attention counts as its two batched products; the CPU's fused kernel is not counted at all.
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         model(torch.zeros(1, 3, 32, 32))
     model.train(was_training)
     return int(counter.get_total_flops())

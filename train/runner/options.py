@@ -15,6 +15,7 @@ from train.contract.cli import OneLineParser
 from train.contract.errors import UsageError
 from train.contract.experiment import DEFAULT_TARGETS, EXPERIMENT_DEFAULTS, PRECISIONS
 from train.contract.names import NAME_RULE, check_run_name
+from train.numerics import registry
 
 DEPTHS = (18, 34, 50)
 # torch.compile of the model (forward and backward): none (eager), Inductor's default, max-autotune (longer
@@ -90,8 +91,14 @@ class RunConfig:
     The experiment-identity fields come in EXPERIMENT_FLAGS' order; within an argparse group, --help lists the
     flags in field order."""
 
-    depth: int = option(18, "ResNet depth (CIFAR layout)", MODEL, identity=True, type=int, choices=DEPTHS,
-                        shorthands={"--use_34": 34, "--use_50": 50})
+    depth: int | None = option(18, "ResNet depth (CIFAR layout); --model resnet only (a ViT records none)", MODEL,
+                               identity=True, type=int, choices=DEPTHS, shorthands={"--use_34": 34, "--use_50": 50})
+    # `arch`, not `model`: the W&B config's "model" holds the model's facts (arch, params, FLOPs).
+    arch: str = option("resnet", "the architecture, from train/numerics/registry.py (docs/models.md): resnet "
+                       "(--depth picks 18/34/50), vit-s, vit-b, vit-smoke (a test size); a ViT trains with its own "
+                       "recipe (AdamW, warm-up, cosine) where --optimizer, --lr, --weight-decay and "
+                       "--lr-warmup-epochs are not given", MODEL, identity=True, flag="--model",
+                       choices=tuple(registry.MODELS))
     precision: str = option(
         "fp32", "fp32: strict IEEE fp32, TF32 off for matmul and cuDNN conv; tf32: TF32 on for both (Ampere+ GPU); "
         "amp_fp16: autocast fp16 + dynamic loss scaling; amp_bf16: autocast bf16, no scaler; "
@@ -105,15 +112,22 @@ class RunConfig:
     batch_size: int = option(128, "batch size per process", TRAINING, identity=True, aliases=("--batch_size",),
                              type=positive_int)
     optimizer: str = option("sgd", "sgd uses --momentum; both use --weight-decay; fused kernels where the device "
-                            "has them", TRAINING, identity=True, choices=("sgd", "adamw"))
-    lr: float = option(0.005, "peak learning rate", TRAINING, identity=True, type=_positive_float)
+                            "has them (default: the model's recipe, sgd for the ResNets, adamw for the ViTs)",
+                            TRAINING, identity=True, choices=("sgd", "adamw"))
+    lr: float = option(0.005, "peak learning rate (default: the model's recipe, 0.005 for the ResNets, 0.001 for "
+                       "the ViTs)", TRAINING, identity=True, type=_positive_float)
     lr_scaling: str = option("none", "linear: multiply --lr by the number of processes (the global batch grows "
                              "with them); the effective value is recorded in the config", TRAINING, identity=True,
                              choices=("none", "linear"))
     momentum: float = option(0.9, "SGD momentum", TRAINING, identity=True, type=_non_negative_float)
-    weight_decay: float = option(5e-4, "weight decay", TRAINING, identity=True, type=_non_negative_float)
+    weight_decay: float = option(5e-4, "weight decay (default: the model's recipe, 0.0005 for the ResNets, 0.05 "
+                                 "for the ViTs)", TRAINING, identity=True, type=_non_negative_float)
     lr_schedule: str = option("cosine", "cosine: anneal per step from --lr to 0 over the run; constant: --lr "
                               "throughout", TRAINING, identity=True, choices=("cosine", "constant"))
+    lr_warmup_epochs: float = option(0.0, "linear warm-up of the learning rate from 0 over this many epochs, "
+                                     "then --lr-schedule over the rest (default: the model's recipe, 0 for the "
+                                     "ResNets, 5 for the ViTs)", TRAINING, identity=True, type=_non_negative_float,
+                                     metavar="EPOCHS")
     epochs: int = option(600, "epochs to train", TRAINING, identity=True, aliases=("--epoch",), type=positive_int)
     max_steps: int | None = option(None, "stop after this many optimizer steps (smoke runs, benchmarks); "
                                    "evaluation still runs at the end", TRAINING, type=positive_int)
@@ -170,8 +184,9 @@ class RunConfig:
     out_dir: str = option("runs", "runs are written to OUT_DIR/NAME/ (checkpoint, W&B files)", OUTPUT)
     project: str = option("precision-depth-gpus", "W&B project", OUTPUT)
     entity: str | None = option(None, "W&B entity (user or team)", OUTPUT)
-    group: str | None = option(None, "W&B group (default: r{depth}-{precision})", OUTPUT)
-    name: str | None = option(None, "run name and folder name (default: r{depth}-{precision}-{run id}); "
+    group: str | None = option(None, "W&B group (default: r{depth}-{precision}, a ViT's {model}-{precision})", OUTPUT)
+    name: str | None = option(None, "run name and folder name (default: r{depth}-{precision}-{run id}, a ViT's "
+                              "{model}-{precision}-{run id}); "
                               + NAME_RULE, OUTPUT, type=_run_name)
     tags: list[str] = option([], "W&B tags", OUTPUT, nargs="*")
     wandb_mode: str | None = option(None, "default: $WANDB_MODE if set, else online when W&B credentials are "
@@ -215,6 +230,11 @@ def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: st
     if cfg.stop_at_acc is not None:  # a run cut short at a target is not the full run: its own experiment
         out["stop_at_acc"] = cfg.stop_at_acc
     return out
+
+
+def run_label(cfg: RunConfig) -> str:
+    """The model in run names and W&B groups: r18 (the original study's spelling) or the model's name."""
+    return f"r{cfg.depth}" if registry.get(cfg.arch).uses_depth else cfg.arch
 
 
 def saved_experiment(saved: dict) -> dict:
@@ -294,10 +314,23 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
     return p
 
 
+# The options a model's recipe (registry.Recipe) sets where the command line does not.
+RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "lr_warmup_epochs")
+
+
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     parser = build_parser()
+    parser.set_defaults(**dict.fromkeys(RECIPE_FIELDS))  # None: not given
     ns = parser.parse_args(_hyphenate(parser, sys.argv[1:] if argv is None else argv))
     values = {k: v for k, v in vars(ns).items() if not k.startswith("_")}
+    model = registry.get(values["arch"])
+    for key in RECIPE_FIELDS:
+        if values[key] is None:
+            values[key] = getattr(model.recipe, key)
+    if not model.uses_depth:
+        if "depth" in getattr(ns, "_set_by", {}):
+            parser.error(f"{ns._set_by['depth']} picks a ResNet; --model {values['arch']} has its own size")
+        values["depth"] = None
     if values["stop_at_acc"] is not None and values["dataset"] == "synthetic":
         parser.error("--stop-at-acc needs test accuracy: --dataset synthetic has no evaluation")
     # The stop target is a target too: its time is recorded with the others.

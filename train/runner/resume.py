@@ -14,7 +14,7 @@ from train.contract import files
 from train.contract.errors import UsageError
 from train.contract.names import check_run_name
 from train.runner import checkpoint
-from train.runner.options import RunConfig
+from train.runner.options import RunConfig, run_label
 
 
 def new_run_id() -> str:
@@ -23,7 +23,7 @@ def new_run_id() -> str:
 
 def default_name(cfg: RunConfig, run_id: str) -> str:
     """The name of a run without --name; the id may come from $WANDB_RUN_ID, which anyone could have set."""
-    name = f"r{cfg.depth}-{cfg.precision}-{run_id}"
+    name = f"{run_label(cfg)}-{cfg.precision}-{run_id}"
     return check_run_name(name, made="the run name made from the run id, $WANDB_RUN_ID if set")
 
 

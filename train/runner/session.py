@@ -130,6 +130,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         if summary.get("preempted"):
             return {**summary, "run_dir": run_dir, "run_id": run_id}
         result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
+                  "arch": model_facts["arch"],
                   "device": device.type, "device_name": setup.device_name(device), "end": summary["train/end"]}
         if ranks.is_main:
             write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
@@ -202,7 +203,7 @@ def _extend(state, plan: Plan, console: Console) -> None:
 def _describe(b: Built, config: dict, plan: Plan) -> str:
     cfg, ranks, train_images = b.cfg, b.ranks, len(b.data.train_split)
     processes = f" x {ranks.world_size} processes ({ranks.backend})" if ranks.enabled else ""
-    return (f"resnet{cfg.depth} {cfg.precision} on {config['system']['device_name']} ({b.device.type})"
+    return (f"{b.model_facts['arch']} {cfg.precision} on {config['system']['device_name']} ({b.device.type})"
             f"{processes}: {b.model_facts['params']:,} parameters, {train_images:,} training images"
             f"{' (synthetic)' if b.data.test_split is None else ''}, {plan.total_steps:,} steps of {cfg.batch_size}"
             f"{' per process' if ranks.enabled else ''}")

@@ -16,13 +16,13 @@ from train.launch.distributed import Ranks
 from train.measure.aggregates import RunAggregates
 from train.measure.memory import MemoryMonitor
 from train.measure.timing import Throughput
-from train.numerics import data, precision
-from train.numerics.models import count_params, flops_per_image, resnet
+from train.numerics import data, precision, registry
+from train.numerics.models import count_params, flops_per_image
 from train.numerics.precision import Precision
 from train.runner.backlog import Backlog
 from train.runner.hooks import Hooks
 from train.runner.loop import Plan
-from train.runner.options import RunConfig, effective_lr
+from train.runner.options import RunConfig, effective_lr, run_label
 from train.runner.state import EpochSums, Progress, RngState, TrainingState
 from train.runner.tracking import NullTracker, Tracker
 
@@ -82,12 +82,12 @@ def build_data(cfg: RunConfig, policy: Precision, device: torch.device, ranks: R
 
 
 def build_model(cfg: RunConfig, policy: Precision) -> tuple[torch.nn.Module, dict]:
-    """The ResNet (seeded, in the policy's dtypes, still on the CPU) and what the W&B config says of it."""
+    """The --model (seeded, in the policy's dtypes, still on the CPU) and what the W&B config says of it."""
     torch.manual_seed(cfg.seed)
-    model = resnet(cfg.depth)
-    forward_flops = flops_per_image(cfg.depth, model)  # counted before the model is cast
-    facts = {"arch": f"resnet{cfg.depth}", "params": count_params(model), "forward_flops_per_image": forward_flops,
-             "train_flops_per_image": 3 * forward_flops}
+    model = registry.build(cfg.arch, cfg.depth)
+    forward_flops, train_flops = flops_per_image(model)  # counted (where counted) before the model is cast
+    facts = {"arch": registry.arch(cfg.arch, cfg.depth), "params": count_params(model),
+             "forward_flops_per_image": forward_flops, "train_flops_per_image": train_flops}
     return policy.prepare(model), facts
 
 
@@ -109,7 +109,11 @@ def build_optimization(cfg: RunConfig, model: torch.nn.Module, policy: Precision
     """Optimizer (on the model's device), loss scaler and LR schedule over the full run's steps."""
     lr = effective_lr(cfg, world_size)
     optimizer = precision.make_optimizer(model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay)
-    multiplier = cosine(plan.schedule_steps) if cfg.lr_schedule == "cosine" else constant
+    warmup = round(cfg.lr_warmup_epochs * plan.schedule_steps / plan.epochs)
+    if warmup:
+        multiplier = warmed_up(warmup, plan.schedule_steps, cfg.lr_schedule == "cosine")
+    else:  # as before warm-up existed: the checkpoints of earlier runs hold these functions' state
+        multiplier = cosine(plan.schedule_steps) if cfg.lr_schedule == "cosine" else constant
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     return Optimization(optimizer, policy.grad_scaler(device.type), scheduler)
 
@@ -124,6 +128,18 @@ def cosine(schedule_steps: int):
 
 def constant(step: int) -> float:
     return 1.0
+
+
+def warmed_up(warmup_steps: int, schedule_steps: int, anneal: bool):
+    """Linear from 1/warmup_steps to 1 over the first warmup_steps, then cosine to 0 (or constant) over the rest."""
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if not anneal:
+            return 1.0
+        rest = max(schedule_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, rest) / rest))
+    return multiplier
 
 
 def build_state(cfg: RunConfig, model: torch.nn.Module, opt: Optimization, train_loader, sampler,
@@ -143,7 +159,7 @@ def build_tracker(cfg: RunConfig, ranks: Ranks, *, mode: str, why: str, run_dir:
     if not ranks.is_main:
         return NullTracker()
     return Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
-                   entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
+                   entity=cfg.entity, group=cfg.group or f"{run_label(cfg)}-{cfg.precision}", tags=cfg.tags,
                    config=config, say=say, stats_interval=cfg.wandb_stats_interval,
                    world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout,
                    job_type=job_type)
