@@ -52,6 +52,7 @@ def run_metrics(config: dict, summary: dict) -> dict:
     nvlink = _sum(s("nvml/nvlink_tx_bytes_per_s_mean"), s("nvml/nvlink_rx_bytes_per_s_mean"))
     pcie_peak, nvlink_peak = c("nvml", "pcie_peak_bytes_per_s"), c("nvml", "nvlink_peak_bytes_per_s")
     flops, peak = c("model", "train_flops_per_image"), c("system", "peak_flops_per_s")
+    bf16_peak = c("system", "peak_bf16_flops_per_s")
     ckpt = s("ckpt/size_bytes")
     # Allocator peak only: older CPU runs wrote the process's RSS under this key, which is not the precision's
     # memory footprint (it includes the interpreter, libraries and the dataset).
@@ -77,6 +78,8 @@ def run_metrics(config: dict, summary: dict) -> dict:
         "energy_per_image_j": s("nvml/energy_per_image_j"),
         "energy_above_idle_per_image_j": s("nvml/energy_above_idle_per_image_j"),
         "mfu": 100 * flops * ips_gpu / peak if flops and ips_gpu and peak else None,
+        # fp8 runs: against the bf16 peak too (their system.peak_flops_per_s is the fp8 one)
+        "mfu_vs_bf16_peak": 100 * flops * ips_gpu / bf16_peak if flops and ips_gpu and bf16_peak else None,
         **{k: v / 2**20 if v is not None else None for k, v in (
             ("params_mib", s("mem/params_bytes")), ("grads_mib", s("mem/grads_bytes")),
             ("optimizer_mib", s("mem/optimizer_bytes")), ("activations_mib", s("mem/activations_bytes")),

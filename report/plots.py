@@ -18,7 +18,8 @@ from report.formatting import fmt, label, placement  # noqa: E402
 from report.rows import Row, study  # noqa: E402
 from train.contract.experiment import PRECISIONS as PRECISION_ORDER  # noqa: E402
 
-COLOURS = dict(zip(PRECISION_ORDER, ["#4c72b0", "#8172b3", "#dd8452", "#c44e52", "#55a868", "#937860"]))
+COLOURS = dict(zip(PRECISION_ORDER, ["#4c72b0", "#8172b3", "#dd8452", "#c44e52", "#55a868", "#937860", "#da8bc3",
+                                     "#8c8c8c"]))
 
 
 def _save(fig, out_dir: str, name: str) -> str:

@@ -19,7 +19,8 @@ import time
 
 from train.benchmark.turns import Turns
 from train.contract.errors import UsageError
-from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, RunConfig, positive_int
+from train.numerics import registry
+from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, RunConfig, positive_int, recipe
 
 _PROCESS_STARTED = time.perf_counter()
 RUNNER = RunConfig()  # the runner's defaults, for what the bare loop's flags leave alone
@@ -27,7 +28,8 @@ RUNNER = RunConfig()  # the runner's defaults, for what the bare loop's flags le
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m train.benchmark.bare", description=__doc__.split("\n\n")[0])
-    p.add_argument("--depth", type=int, choices=DEPTHS, default=RUNNER.depth)
+    p.add_argument("--model", choices=tuple(registry.MODELS), default=RUNNER.arch)
+    p.add_argument("--depth", type=int, choices=DEPTHS, default=RUNNER.depth, help="--model resnet only")
     p.add_argument("--precision", choices=PRECISIONS, default=RUNNER.precision)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--steps", type=positive_int, default=8)
@@ -37,17 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=RUNNER.num_workers)
     p.add_argument("--compile", choices=COMPILE_MODES, default=RUNNER.compile)
     p.add_argument("--seed", type=int, default=RUNNER.seed)
-    p.add_argument("--lr", type=float, default=RUNNER.lr)
+    p.add_argument("--lr", type=float, help="default: the model's recipe")
     p.add_argument("--out", help="write the result here as JSON (else print it)")
     return p
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The runner's configuration of a benchmark point (synthetic data, --max-steps): what the bare loop's
-    flags set, and the runner's defaults (optimizer, momentum, weight decay, schedule, epochs) for the rest."""
-    return RunConfig(depth=args.depth, precision=args.precision, batch_size=args.batch_size, max_steps=args.steps,
+    flags set, the model's recipe (optimizer, lr, weight decay, warm-up) and the runner's defaults (momentum,
+    schedule, epochs) for the rest."""
+    settings = {**recipe(args.model), **({"lr": args.lr} if args.lr is not None else {})}
+    depth = args.depth if registry.get(args.model).uses_depth else None
+    return RunConfig(depth=depth, arch=args.model, **settings, precision=args.precision, batch_size=args.batch_size,
+                     max_steps=args.steps,
                      warmup_steps=args.warmup_steps, device=args.device, loader=args.loader,
-                     num_workers=args.num_workers, compile=args.compile, seed=args.seed, lr=args.lr,
+                     num_workers=args.num_workers, compile=args.compile, seed=args.seed,
                      dataset="synthetic")
 
 

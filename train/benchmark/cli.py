@@ -19,6 +19,7 @@ Points the device cannot run are listed with the runner's one-line reason.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from train.benchmark.turns import ENV as TURNS_ENV
 from train.contract.errors import UsageError
 from train.contract.files import RESULT_FILE
+from train.numerics import registry
 from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, positive_int
 
 RUNNER = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")]  # as users start it
@@ -44,6 +46,8 @@ BARE_GOAL = {"cpu": 0.97, "cuda": 0.99}  # the runner's speed as a share of the 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m train.benchmark", description=__doc__.split("\n\n")[0],
                       formatter_class=HelpFormatter)
+    p.add_argument("--models", nargs="+", choices=tuple(registry.MODELS), default=["resnet"],
+                   help="architectures (docs/models.md); --depths apply to resnet")
     p.add_argument("--depths", type=int, nargs="+", choices=DEPTHS, default=[18])
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     p.add_argument("--loaders", nargs="+", choices=("device", "torch"), default=["device"])
@@ -227,7 +231,7 @@ def turn_figures(report: dict, batch: int, warmup: int) -> dict:
 
 
 def describe(p: dict) -> str:
-    return (f"{p['kind']} resnet{p['depth']} {p['precision']} ({p['loader']} loader, compile {p['compile']}"
+    return (f"{p['kind']} {p['model']} {p['precision']} ({p['loader']} loader, compile {p['compile']}"
             f"{', NVML %g Hz' % p['nvml_hz'] if p.get('nvml_ab') else ''})")
 
 
@@ -250,7 +254,7 @@ def cpu_features() -> str:
             "and can be slower than fp32, so CPU ratios hold for CPUs with the same features only")
 
 
-def refusal(device_choice: str, prec: str, compile_mode: str) -> str | None:
+def refusal(device_choice: str, prec: str, compile_mode: str, arch: str = "resnet", depth: int | None = 18) -> str | None:
     """The runner's one-line refusal of a point by rule, checked here (by the same code) instead of in a process
     that would only start to refuse; the probe step, which can refuse too, runs in the point's process.
 
@@ -264,11 +268,21 @@ def refusal(device_choice: str, prec: str, compile_mode: str) -> str | None:
     cuda = device_choice != "cpu" and torch.cuda.is_available()  # NVML or the driver's count: no context
     device = torch.device("cuda" if cuda else "cpu")
     try:
+        if precision.get(prec).fp8_recipe:
+            _check_fp8_model(arch, depth, prec)
         precision.get(prec).check_rules(device.type, None, device.type)
         compiling.check(compile_mode, device)
     except UsageError as e:
         return str(e)
     return None
+
+
+@functools.lru_cache
+def _check_fp8_model(arch: str, depth: int | None, prec: str) -> None:
+    """The runner's refusal of fp8 for a model it cannot speed up (a ResNet), once per model."""
+    from train.numerics import fp8
+
+    fp8.check_model(registry.build(arch, depth), registry.arch(arch, depth), prec)
 
 
 def device_label(rows: list[dict], gpu: bool) -> str:
@@ -289,17 +303,17 @@ def _columns(lines: list[tuple]) -> list[str]:
 
 
 def point_of(r: dict) -> tuple:
-    return r["depth"], r["precision"], r["loader"], r["compile"], r["nvml_hz"]
+    return r["model"], r["precision"], r["loader"], r["compile"], r["nvml_hz"]
 
 
 def table(rows: list[dict], max_spread: float = 0.10) -> str:
-    """One line per point: medians over rounds, and ratios to fp32 (same depth, loader, compile) with range."""
+    """One line per point: medians over rounds, and ratios to fp32 (same model, loader, compile) with range."""
     runs = sorted((r for r in rows if r.get("kind", "runner") == "runner"), key=lambda r: r.get("index", 0))
-    speed = paired(runs, point_of, lambda r: (r["depth"], "fp32", *point_of(r)[2:]), "train/images_per_s",
+    speed = paired(runs, point_of, lambda r: (r["model"], "fp32", *point_of(r)[2:]), "train/images_per_s",
                    max_spread)
-    size = paired(runs, point_of, lambda r: (r["depth"], "fp32", *point_of(r)[2:]), "ckpt/size_bytes", max_spread)
+    size = paired(runs, point_of, lambda r: (r["model"], "fp32", *point_of(r)[2:]), "ckpt/size_bytes", max_spread)
     cpu = all(r.get("device") == "cpu" for r in runs if "error" not in r)
-    head = ("depth", "precision", "loader", "compile", "images/s", "vs fp32", "step ms", "setup s",
+    head = ("model", "precision", "loader", "compile", "images/s", "vs fp32", "step ms", "setup s",
             "peak RSS MiB" if cpu else "peak alloc MiB", "ckpt MiB", "vs fp32")
     lines, notes, seen = [head], [], set()
     for r in runs:
@@ -307,10 +321,10 @@ def table(rows: list[dict], max_spread: float = 0.10) -> str:
         if point in seen:
             continue
         seen.add(point)
-        label = (str(r["depth"]), r["precision"], r["loader"], r["compile"])
+        label = (r["model"], r["precision"], r["loader"], r["compile"])
         if "error" in r:
             lines.append((*label, *["-"] * (len(head) - 4)))
-            notes.append(f"  {r['precision']} (resnet{r['depth']}, {r['loader']}, compile {r['compile']}): "
+            notes.append(f"  {r['precision']} ({r['model']}, {r['loader']}, compile {r['compile']}): "
                          f"{r['error']}")
             continue
         same = [x for x in runs if point_of(x) == point and "error" not in x]
@@ -330,7 +344,7 @@ def compile_table(rows: list[dict], max_spread: float) -> str:
     runs = [r for r in rows if r.get("kind", "runner") == "runner"]
     gain = paired(runs, point_of, lambda r: (*point_of(r)[:3], "none", r["nvml_hz"]), "train/images_per_s",
                   max_spread)
-    lines = [("depth", "precision", "loader", "compile", "images/s vs none", "compile s")]
+    lines = [("model", "precision", "loader", "compile", "images/s vs none", "compile s")]
     for point, s in gain.items():
         if point[3] == "none":
             continue
@@ -354,7 +368,7 @@ def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
         d = pairs.setdefault(point, {"step": [], "wall": []})
         d["step"].append(r["train/images_per_s"] / b["train/images_per_s"])
         d["wall"].append(b["wall_s"] / r["wall_s"])
-    lines = [("depth", "precision", "loader", "compile", "runner/bare (step)", "runner/bare (round wall)",
+    lines = [("model", "precision", "loader", "compile", "runner/bare (step)", "runner/bare (round wall)",
               f"goal >= {goal:.2f}")]
     for point, d in pairs.items():
         step, wall = spread(d["step"], max_spread), spread(d["wall"], max_spread)
@@ -398,11 +412,13 @@ def plan(args: argparse.Namespace, gpu: bool) -> Plan:
     batch = args.batch_size or (256 if gpu else 32)
     rates = [0.0, args.nvml_hz] if args.nvml_ab else [args.nvml_hz]
     points, refused = [], []
-    for depth, loader, prec, mode in itertools.product(args.depths, args.loaders, args.precisions, args.compile):
-        reason = refusal(args.device, prec, mode)
+    models = [(m, d) for m in args.models for d in (args.depths if registry.get(m).uses_depth else [None])]
+    for (arch, depth), loader, prec, mode in itertools.product(models, args.loaders, args.precisions, args.compile):
+        reason = refusal(args.device, prec, mode, arch, depth)
         kinds = [("runner", hz) for hz in rates] + ([("bare", rates[-1])] if args.bare else [])
         for kind, hz in kinds:
-            point = {"depth": depth, "precision": prec, "loader": loader, "compile": mode, "batch_size": batch,
+            point = {"arch": arch, "depth": depth, "model": registry.arch(arch, depth), "precision": prec,
+                     "loader": loader, "compile": mode, "batch_size": batch,
                      "nvml_hz": hz, "nvml_ab": args.nvml_ab, "kind": kind,
                      "index": len(points) + len(refused)}  # the table's order
             if not reason:
@@ -415,15 +431,17 @@ def plan(args: argparse.Namespace, gpu: bool) -> Plan:
 def spec(pl: Plan, p: dict) -> tuple:
     """(point, command, argv, log file, steps per turn, result file) of one point's process."""
     args = pl.args
-    common = ["--depth", str(p["depth"]), "--precision", p["precision"], "--loader", p["loader"],
+    size = ["--depth", str(p["depth"])] if p["depth"] is not None else []
+    common = ["--model", p["arch"], *size, "--precision", p["precision"], "--loader", p["loader"],
               "--warmup-steps", str(pl.warmup), "--batch-size", str(pl.batch), "--device", args.device,
               "--compile", p["compile"]]
-    tag = f"{p['depth']}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
+    short = f"r{p['depth']}" if p["depth"] is not None else p["model"]  # the runner's own run-name spelling
+    tag = f"{short}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
     if p["kind"] == "bare":
-        out = os.path.join(args.out_dir, f"bare-r{tag}.json")
+        out = os.path.join(args.out_dir, f"bare-{tag}.json")
         argv_bare = [*common, "--steps", str(pl.rounds * pl.steps), "--out", out]
         return p, BARE, argv_bare, out.removesuffix(".json") + ".log", pl.steps, out
-    name = f"r{tag}"
+    name = tag
     argv_run = [*common, "--max-steps", str(pl.rounds * pl.steps), "--dataset", "synthetic", "--out-dir",
                 args.out_dir, "--name", name, "--log-every", str(pl.steps), "--group", "benchmark", "--tags",
                 "benchmark", "--nvml-hz", str(p["nvml_hz"])]

@@ -1,7 +1,7 @@
 """What names an experiment: the precisions in their display order, the default accuracy targets, and the
 identity settings added after runs had been recorded without them."""
 
-PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16")
+PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16", "fp8_tensorwise", "fp8_rowwise")
 # Test accuracies whose time (and images, energy) a run records when it first reaches them: MLPerf's and
 # DAWNBench's 94% for CIFAR-10, and lower milestones that every precision should pass. For real CIFAR-10 only.
 DEFAULT_TARGETS = (0.80, 0.90, 0.93, 0.94)

@@ -40,7 +40,7 @@ DIVERGED_SUMMARY_KEYS = ["train/diverged_at_step"]  # only in runs that diverged
 CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "effective_lr", "optimizer", "epochs", "seed",
                "experiment", "provenance", "precision_settings", "model", "system", "data", "total_steps", "nvml"]
 CONFIG_NESTED = {
-    "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler",
+    "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler", "fp8_recipe",
                            "tf32_matmul", "tf32_cudnn", "memory_format"],
     "model": ["arch", "params", "forward_flops_per_image", "train_flops_per_image"],
     "system": ["device", "device_name", "world_size", "torch", "cuda", "cudnn", "peak_flops_per_s", "peak_source"],

@@ -6,18 +6,20 @@ Sources (docs/precision.md, "FLOPs per image and MFU"): NVIDIA datasheets withou
 tables. The H200 has the H100 SXM's compute. The NVL cards (PCIe, NVLink-bridged) are clocked lower: NVIDIA's H100
 NVL and H200 NVL datasheets give FP32 60 TFLOP/s, TF32 835 and BF16/FP16 1,671 with sparsity, i.e. 417.5 and 835.5
 dense (not re-checked here against the datasheet's text: pass --peak-tflops where a card's own figure differs).
+FP8 (dense, half the datasheets' sparse figures): H100/H200 SXM 3,958 -> 1,979; H100 PCIe 3,026 -> 1,513; the
+NVL cards 3,341 -> 1,670.5. The A100 has no fp8 tensor cores.
 """
 
 from __future__ import annotations
 
 from train.contract.experiment import PRECISIONS
 
-_SXM = (66.9e12, 494.7e12, 989.4e12)
-_PCIE = (51.2e12, 378e12, 756e12)
-_NVL = (60e12, 417.5e12, 835.5e12)
-_A100 = (19.5e12, 156e12, 312e12)
+_SXM = (66.9e12, 494.7e12, 989.4e12, 1979e12)
+_PCIE = (51.2e12, 378e12, 756e12, 1513e12)
+_NVL = (60e12, 417.5e12, 835.5e12, 1670.5e12)
+_A100 = (19.5e12, 156e12, 312e12, None)
 
-# Full GPU name, as NVML and torch.cuda.get_device_name() print it -> (fp32, tf32, 16-bit) dense FLOP/s. Whole
+# Full GPU name, as NVML and torch.cuda.get_device_name() print it -> (fp32, tf32, 16-bit, fp8) dense FLOP/s. Whole
 # names, not fragments: "NVIDIA H200 NVL" contains "H200", and a fragment match gave it the SXM part's peak.
 PEAKS = {
     "NVIDIA H100 80GB HBM3": _SXM,
@@ -30,7 +32,9 @@ PEAKS = {
     "NVIDIA A100 80GB PCIe": _A100,
     "NVIDIA A100-PCIE-40GB": _A100,
 }
-PRECISION_CLASS = {p: {"fp32": 0, "tf32": 1}.get(p, 2) for p in PRECISIONS}  # the others compute in 16 bits
+# fp32, tf32, fp8 (the Linear layers' matmuls); the others compute in 16 bits
+PRECISION_CLASS = {p: {"fp32": 0, "tf32": 1}.get(p, 3 if p.startswith("fp8") else 2) for p in PRECISIONS}
+SIXTEEN_BIT = 2
 
 
 def peak_flops(device_name: str, precision: str) -> float | None:
@@ -41,7 +45,11 @@ def peak_flops(device_name: str, precision: str) -> float | None:
 
 def run_peak(device_name: str | None, precision: str, user_tflops: float | None) -> dict:
     """The peak a run's MFU is measured against and where it came from: the user's --peak-tflops over the table."""
+    out = {}
+    if PRECISION_CLASS[precision] == 3:  # fp8's MFU is also given against bf16's peak: where the rest of it runs
+        peaks = PEAKS.get((device_name or "").strip())
+        out["peak_bf16_flops_per_s"] = peaks[SIXTEEN_BIT] if peaks else None
     if user_tflops is not None:
-        return {"peak_flops_per_s": user_tflops * 1e12, "peak_source": "user"}
+        return {"peak_flops_per_s": user_tflops * 1e12, "peak_source": "user", **out}
     peak = peak_flops(device_name, precision) if device_name else None
-    return {"peak_flops_per_s": peak, "peak_source": "datasheet" if peak else None}
+    return {"peak_flops_per_s": peak, "peak_source": "datasheet" if peak else None, **out}

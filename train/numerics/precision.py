@@ -20,6 +20,7 @@ class Precision:
     loss_scaling: bool  # dynamic loss scaling (GradScaler): fp16 needs it, bf16 has fp32's range
     tf32: bool
     needs_ampere: bool  # TF32 and bf16 tensor cores arrive with compute capability 8.0
+    fp8_recipe: str | None = None  # torchao float8 scaling of the Linear layers (train/numerics/fp8.py)
 
     @property
     def input_dtype(self) -> torch.dtype:
@@ -48,6 +49,10 @@ class Precision:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.float()
+        if self.fp8_recipe:
+            from train.numerics import fp8  # torchao, only for fp8 runs
+
+            fp8.convert(model, self.fp8_recipe)
         return model
 
     def autocast(self, device_type: str):
@@ -65,6 +70,7 @@ class Precision:
             "autocast_dtype": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None,
             "batchnorm_dtype": "float32",
             "loss_scaler": self.loss_scaling,
+            "fp8_recipe": self.fp8_recipe,
             **backend_flags,
         }
 
@@ -85,6 +91,10 @@ class Precision:
         """The refusals by rule alone. `capability` None on CUDA: not known without a CUDA context (the
         benchmark's parent asks before its points start, and must not create one), so that rule is left to
         check_device in the process that trains."""
+        if self.fp8_recipe and (device_type != "cuda" or (capability is not None and capability < (8, 9))):
+            found = f"compute capability {capability[0]}.{capability[1]}" if capability else "no fp8 tensor cores"
+            raise UsageError(f"precision {self.name} cannot run on {where} ({found}): fp8 matrix multiplies need "
+                             "an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper, Blackwell); use bf16")
         if device_type == "cpu" and self.tf32:
             raise UsageError(f"precision {self.name} cannot run on {where}: TF32 is a tensor-core mode of NVIDIA GPUs "
                              "from Ampere (compute capability 8.0) on; use fp32 on CPU")
@@ -112,13 +122,14 @@ def _describe(device: torch.device) -> str:
 
 
 def _probe_step(policy: Precision, device: torch.device) -> None:
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    # 16 images and a 16x16 Linear: the smallest shapes an fp8 matrix multiply takes, so fp8 is probed too
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 16), nn.Linear(16, 10))
     net = policy.prepare(net.to(device))
     opt = make_optimizer(net, "sgd", lr=0.01, momentum=0.9, weight_decay=0.0)
     scaler = policy.grad_scaler(device.type)
-    x = torch.randn(2, 3, 8, 8, device=device, dtype=policy.input_dtype)
-    y = torch.zeros(2, dtype=torch.long, device=device)
+    x = torch.randn(16, 3, 8, 8, device=device, dtype=policy.input_dtype)
+    y = torch.zeros(16, dtype=torch.long, device=device)
     with policy.autocast(device.type):
         loss = F.cross_entropy(net(x).float(), y)
     scaler.scale(loss).backward()
@@ -155,6 +166,11 @@ POLICIES = {
         Precision("amp_bf16", torch.float32, torch.bfloat16, loss_scaling=False, tf32=False, needs_ampere=True),
         Precision("fp16", torch.float16, None, loss_scaling=True, tf32=False, needs_ampere=False),
         Precision("bf16", torch.bfloat16, None, loss_scaling=False, tf32=False, needs_ampere=True),
+        # fp32 master weights, bf16 autocast elsewhere, the Linear layers' matmuls in float8
+        Precision("fp8_tensorwise", torch.float32, torch.bfloat16, loss_scaling=False, tf32=False,
+                  needs_ampere=True, fp8_recipe="tensorwise"),
+        Precision("fp8_rowwise", torch.float32, torch.bfloat16, loss_scaling=False, tf32=False,
+                  needs_ampere=True, fp8_recipe="rowwise"),
     )
 }
 

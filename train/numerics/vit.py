@@ -62,7 +62,8 @@ class ViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # (b, 3, 32, 32) -> (b, 64, 48): each 4x4 patch's pixels, channel-major, one token each
-        patches = F.unfold(images, PATCH, stride=PATCH).transpose(1, 2)
+        # contiguous: torchao's rowwise float8 cannot reshape a strided input (its clone is unsupported)
+        patches = F.unfold(images, PATCH, stride=PATCH).transpose(1, 2).contiguous()
         x = self.embed(patches)
         x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
         return self.head(self.norm(self.blocks(x))[:, 0])

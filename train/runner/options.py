@@ -103,7 +103,10 @@ class RunConfig:
         "fp32", "fp32: strict IEEE fp32, TF32 off for matmul and cuDNN conv; tf32: TF32 on for both (Ampere+ GPU); "
         "amp_fp16: autocast fp16 + dynamic loss scaling; amp_bf16: autocast bf16, no scaler; "
         "fp16: pure half weights/activations, BatchNorm in fp32, dynamic loss scaling; "
-        "bf16: pure bf16, BatchNorm in fp32", MODEL, identity=True, choices=PRECISIONS,
+        "bf16: pure bf16, BatchNorm in fp32; fp8_tensorwise, fp8_rowwise: torchao's float8 training of the "
+        "Linear layers (tensorwise or rowwise scales), fp32 master weights, bf16 autocast elsewhere; GPUs of "
+        "compute capability 8.9+ and models whose FLOPs are in Linear layers (a ViT) only", MODEL, identity=True,
+        choices=PRECISIONS,
         shorthands={"--use_amp": "amp_fp16", "--use_half": "fp16"})
     dataset: str = option("cifar10", "synthetic: random images and labels of CIFAR-10's shape, for throughput only "
                           "(no evaluation)", DATA, identity=True, choices=("cifar10", "synthetic"))
@@ -318,15 +321,18 @@ def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
 RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "lr_warmup_epochs")
 
 
+def recipe(arch: str) -> dict:
+    """The RECIPE_FIELDS values --model trains with where the command line leaves them."""
+    return {key: getattr(registry.get(arch).recipe, key) for key in RECIPE_FIELDS}
+
+
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     parser = build_parser()
     parser.set_defaults(**dict.fromkeys(RECIPE_FIELDS))  # None: not given
     ns = parser.parse_args(_hyphenate(parser, sys.argv[1:] if argv is None else argv))
     values = {k: v for k, v in vars(ns).items() if not k.startswith("_")}
     model = registry.get(values["arch"])
-    for key in RECIPE_FIELDS:
-        if values[key] is None:
-            values[key] = getattr(model.recipe, key)
+    values.update({k: v for k, v in recipe(values["arch"]).items() if values[k] is None})
     if not model.uses_depth:
         if "depth" in getattr(ns, "_set_by", {}):
             parser.error(f"{ns._set_by['depth']} picks a ResNet; --model {values['arch']} has its own size")

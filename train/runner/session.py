@@ -105,6 +105,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
     hooks = setup.build_hooks(ranks)  # a benchmark's point: train in the turns it gives
     # Everything that can be refused is checked before anything is written.
     policy, backend_flags = setup.build_policy(cfg)
+    setup.check_model_precision(cfg, policy)
     policy.check_device(device)
     check_out_dir(cfg.out_dir)
     keep_caches_in(cfg.out_dir)
@@ -206,7 +207,9 @@ def _describe(b: Built, config: dict, plan: Plan) -> str:
     return (f"{b.model_facts['arch']} {cfg.precision} on {config['system']['device_name']} ({b.device.type})"
             f"{processes}: {b.model_facts['params']:,} parameters, {train_images:,} training images"
             f"{' (synthetic)' if b.data.test_split is None else ''}, {plan.total_steps:,} steps of {cfg.batch_size}"
-            f"{' per process' if ranks.enabled else ''}")
+            f"{' per process' if ranks.enabled else ''}"
+            + ("; fp8 without --compile: its casts run as separate kernels (torchao recommends torch.compile)"
+               if b.policy.fp8_recipe and cfg.compile == "none" else ""))
 
 
 def _stepping_model(b: Built, model: torch.nn.Module, resumed: bool, console: Console):

@@ -81,6 +81,18 @@ def build_data(cfg: RunConfig, policy: Precision, device: torch.device, ranks: R
     return Data(train_split, test_split, train_loader, test_loader, memory_format)
 
 
+def check_model_precision(cfg: RunConfig, policy: Precision) -> None:
+    """Refuse fp8 for a model it cannot speed up (a ResNet: its FLOPs are in convolutions), before the device
+    is asked: the model's refusal holds on every device."""
+    if policy.fp8_recipe:
+        from train.numerics import fp8
+
+        if cfg.batch_size % fp8.ALIGN:  # a ViT's rows are 65 x batch: fp8 matmuls take multiples of 16
+            raise UsageError(f"--precision {policy.name} needs --batch-size a multiple of {fp8.ALIGN} "
+                             f"(fp8 matrix multiplies take no other shapes), got {cfg.batch_size}")
+        fp8.check_model(registry.build(cfg.arch, cfg.depth), registry.arch(cfg.arch, cfg.depth), policy.name)
+
+
 def build_model(cfg: RunConfig, policy: Precision) -> tuple[torch.nn.Module, dict]:
     """The --model (seeded, in the policy's dtypes, still on the CPU) and what the W&B config says of it."""
     torch.manual_seed(cfg.seed)
