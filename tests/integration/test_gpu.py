@@ -326,6 +326,10 @@ def test_every_precision_trains_in_its_dtypes_with_its_loss_scaling(tmp_path, mo
     skips most of its steps (a loss scale that never settles)."""
     policy = precision.get(name)
     major, _ = torch.cuda.get_device_capability()
+    if policy.fp8_recipe:  # the ResNet has no Linear fp8 converts: refused before the device is asked
+        with pytest.raises(UsageError, match="cannot help resnet18"):
+            _run(tmp_path, "--precision", name)
+        return
     if policy.needs_ampere and major < 8:
         with pytest.raises(UsageError):
             _run(tmp_path, "--precision", name)

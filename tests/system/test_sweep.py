@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT, sigterm_at_line
 from wandb_reader import _inspect
 
-SWEEPS = [os.path.join(ROOT, "sweeps", f) for f in ("grid.yaml", "smoke.yaml", "time_to_acc.yaml")]
+SWEEPS = [os.path.join(ROOT, "sweeps", f) for f in ("grid.yaml", "smoke.yaml", "time_to_acc.yaml", "vit.yaml")]
 SWEEP = [sys.executable, "-m", "train.sweep"]
 
 
@@ -40,6 +40,8 @@ def test_sweep_yaml_follows_wandbs_rules_and_grid_order(path):
     assert ours == wandb_order
     if path.endswith("grid.yaml"):
         assert len(ours) == 6 * 3 * 4
+    if path.endswith("vit.yaml"):
+        assert len(ours) == 2 * 8 * 4 and {p["precision"] for p in ours} >= {"fp8_tensorwise", "fp8_rowwise"}
 
 
 @pytest.mark.parametrize("text, words", [

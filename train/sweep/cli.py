@@ -159,7 +159,7 @@ def grid(config: dict) -> list[dict]:
 def point_name(sweep: str, point: dict) -> tuple[str, str]:
     """(folder/run name, W&B run id): fixed for a point of a sweep, so reruns find it again."""
     digest = hashlib.sha1(json.dumps([sweep, point], sort_keys=True).encode()).hexdigest()
-    readable = "-".join(f"{k}{v}" for k, v in point.items() if k in ("depth", "precision", "gpus", "seed"))
+    readable = "-".join(f"{k}{v}" for k, v in point.items() if k in ("model", "depth", "precision", "gpus", "seed"))
     return f"{readable}-{digest[:6]}" if readable else digest[:12], digest[:8]
 
 
