@@ -13,8 +13,8 @@ from collections import Counter
 from report import plots
 from report.collect import SourceError, collect
 from report.compare import distinguishing
-from report.formatting import label, placement
-from report.prose import observations, original_table
+from report.formatting import label, model_title, placement
+from report.prose import fp8_observations, observations, original_table
 from report.provenance import provenance
 from report.rows import build, default_where, known_keys
 from report.write import write_csv, write_html, write_markdown
@@ -28,7 +28,9 @@ def parse(argv):
     p.add_argument("--out", default="report_out", help="output folder (default: report_out)")
     p.add_argument("--group", help="W&B group to read (API source)")
     p.add_argument("--sweep", help="W&B sweep id to read (API source)")
-    p.add_argument("--depth", type=int, help="depth of the study's table (default: the most common)")
+    p.add_argument("--depth", type=int, help="ResNet depth of the study's table (same as --model resnet<DEPTH>)")
+    p.add_argument("--model", help="model of the study's table and Observations, as config model.arch names it "
+                   "(resnet18, vit-s; default: the most common)")
     p.add_argument("--gpus", type=int, help="GPU count of the study's table (default: the smallest; CPU runs when "
                                             "there are no GPU runs)")
     p.add_argument("--group-by", nargs="+", metavar="KEY",
@@ -64,22 +66,24 @@ def main(argv=None) -> int:
     rows, excluded = build(runs, args.group_by)
     print(f"{len(runs)} run(s) read in {time.perf_counter() - started:.1f}s: {len(rows)} row(s), "
           f"{len(excluded)} not included" + (f", {len(unreadable)} unreadable" if unreadable else ""), flush=True)
-    depth = args.depth or (Counter(r.depth for r in rows).most_common(1)[0][0] if rows else 18)
-    where = default_where(rows, depth, args.gpus)
+    model = args.model or (f"resnet{args.depth}" if args.depth else None) or (
+        Counter(r.model for r in rows).most_common(1)[0][0] if rows else "resnet18")
+    where = default_where(rows, model, args.gpus)
     os.makedirs(args.out, exist_ok=True)
-    one_each = _one_run_per_row(runs, rows, depth, where)
+    one_each = _one_run_per_row(runs, rows, model, where)
     made = [
         plots.throughput(rows, where, args.out),
-        plots.scaling(rows, depth, args.out),
-        plots.memory_and_size(rows, depth, where, args.out),
-        plots.lost_updates(rows, depth, where, args.out),
+        plots.scaling(rows, model, args.out),
+        plots.memory_and_size(rows, model, where, args.out),
+        plots.lost_updates(rows, model, where, args.out),
         plots.accuracy_vs_time(rows, args.out, one_each),
         plots.bandwidth_over_steps(one_each, args.out),
     ]
     made = [m for m in made if m]
     context = dict(source=args.source, provenance=provenance(runs), rows=rows, excluded=excluded,
-                   unreadable=unreadable, original=original_table(rows, depth, where),
-                   title=f"ResNet-{depth}, {placement(*where)}", observations=observations(rows, depth, where),
+                   unreadable=unreadable, original=original_table(rows, model, where),
+                   title=f"{model_title(model)}, {placement(*where)}",
+                   observations=observations(rows, model, where) + fp8_observations(rows, where),
                    plots=made)
     write_csv(rows, os.path.join(args.out, "results.csv"))
     write_markdown(os.path.join(args.out, "results.md"), **context)
@@ -91,9 +95,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def _one_run_per_row(runs, rows, depth, where) -> dict:
+def _one_run_per_row(runs, rows, model, where) -> dict:
     """{row label: (precision, its first run)} for the study's rows: the bandwidth plot draws one run each."""
-    at = [r for r in rows if r.depth == depth and (r.device, r.gpus) == where]
+    at = [r for r in rows if r.model == model and (r.device, r.gpus) == where]
     keys, by_id = distinguishing(at), {r.id: r for r in runs}
     return {label(r, keys): (r.precision, by_id[r.runs[0][0]]) for r in at if r.runs[0][0] in by_id}
 

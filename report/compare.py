@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from report.rows import Row
 
 # Shown in their own columns (Precision, Depth, GPUs), so never repeated as "differing settings".
-SHOWN = ("precision", "depth", "world_size", "device")
+SHOWN = ("precision", "depth", "model", "arch", "world_size", "device")  # arch: --model, shown as the model
 # With more GPUs the runner plans fewer steps and may scale the LR: a scaling comparison must not require
 # these to match the 1-GPU run's.
 FOLLOW_WORLD_SIZE = ("total_steps", "effective_lr")

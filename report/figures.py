@@ -137,6 +137,14 @@ def run_targets(config: dict, summary: dict) -> list[str]:
     return sorted(out, key=pct_order)
 
 
+def arch(config: dict) -> str | None:
+    """The run's model (config model.arch: resnet18, vit-s), or resnet{depth} for runs that did not record it."""
+    model = config.get("model")
+    if isinstance(model, dict) and model.get("arch"):
+        return model["arch"]
+    return f"resnet{config['depth']}" if config.get("depth") is not None else None
+
+
 def exclusion(run) -> str | None:
     """Why a run is listed but not averaged in, or None."""
     diverged = number(run.summary, "train/diverged_at_step")
@@ -150,6 +158,6 @@ def exclusion(run) -> str | None:
         return "diverged (loss not finite)"
     if isinstance(last, str) and last.lower() in ("nan", "inf", "-inf", "infinity"):
         return "diverged (loss not finite)"
-    if run.config.get("precision") is None or run.config.get("depth") is None:
-        return "not a run of this suite (no precision/depth in its config)"
+    if run.config.get("precision") is None or arch(run.config) is None:
+        return "not a run of this suite (no precision/model in its config)"
     return None

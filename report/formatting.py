@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 from report.columns import INTEGRAL_MARK, SHORT_MARK, SHORT_RUN_STEPS, energy_column
-from report.figures import device, world_size
+from report.figures import arch, device, world_size
 
 if TYPE_CHECKING:
     from report.rows import Row
@@ -26,12 +26,22 @@ def placement(device: str, gpus: int) -> str:
     return f"{gpus} GPU" + ("s" if gpus != 1 else "")
 
 
+def model_title(name) -> str:
+    """resnet18 -> ResNet-18, vit-s -> ViT-S: a model as the report's titles and sentences name it."""
+    name = str(name)
+    if name.startswith("resnet"):
+        return f"ResNet-{name[len('resnet'):]}"
+    if name.startswith("vit-"):
+        return f"ViT-{name[len('vit-'):].upper()}"
+    return name
+
+
 def point(config: dict) -> str | None:
-    """A run's point of the grid in words (precision, depth, placement), for the runs left out of the rows."""
-    precision, depth = config.get("precision"), config.get("depth")
-    if precision is None or depth is None:
+    """A run's point of the grid in words (precision, model, placement), for the runs left out of the rows."""
+    precision, model = config.get("precision"), arch(config)
+    if precision is None or model is None:
         return None
-    return f"{precision}, ResNet-{depth}, {placement(device(config), world_size(config))}"
+    return f"{precision}, {model_title(model)}, {placement(device(config), world_size(config))}"
 
 
 def label(row: Row, keys: list[str]) -> str:

@@ -14,7 +14,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from report.columns import SHORT_MARK  # noqa: E402
 from report.compare import FOLLOW_WORLD_SIZE, distinguishing  # noqa: E402
-from report.formatting import fmt, label, placement  # noqa: E402
+from report.formatting import fmt, label, model_title, placement  # noqa: E402
 from report.rows import Row, study  # noqa: E402
 from train.contract.experiment import PRECISIONS as PRECISION_ORDER  # noqa: E402
 
@@ -72,7 +72,7 @@ def throughput(rows: list[Row], where: tuple[str, int], out_dir: str) -> str | N
         return None
     keys = distinguishing(rows)
     fig, ax = plt.subplots(figsize=(8, _height(len(rows))))
-    _hbars(ax, rows, "images_per_s", [f"ResNet-{r.depth} {label(r, keys)}" for r in rows])
+    _hbars(ax, rows, "images_per_s", [f"{model_title(r.model)} {label(r, keys)}" for r in rows])
     ax.set_xlabel("images/s (median over repeats; bars: min–max)")
     ax.set_title(f"Training throughput, {placement(*where)}")
     _legend(ax, rows)
@@ -81,9 +81,9 @@ def throughput(rows: list[Row], where: tuple[str, int], out_dir: str) -> str | N
     return _save(fig, out_dir, "throughput.png")
 
 
-def scaling(rows: list[Row], depth, out_dir: str) -> str | None:
+def scaling(rows: list[Row], model: str, out_dir: str) -> str | None:
     """Whole-job images/s against GPU count, per family of rows identical but for the GPU count."""
-    rows = [r for r in rows if r.depth == depth and r.device != "cpu" and r.gpus and r.values.get("images_per_s")]
+    rows = [r for r in rows if r.model == model and r.device != "cpu" and r.gpus and r.values.get("images_per_s")]
     families: dict[tuple, list[Row]] = {}
     for r in rows:
         families.setdefault(tuple((n, v) for n, v in r.key if n not in ("world_size", *FOLLOW_WORLD_SIZE)), []).append(r)
@@ -111,7 +111,7 @@ def scaling(rows: list[Row], depth, out_dir: str) -> str | None:
     ax.set_xticks(counts, [str(c) for c in counts])
     ax.set_xlabel("GPUs")
     ax.set_ylabel("images/s, whole job (median)")
-    ax.set_title(f"Scaling with GPU count, ResNet-{depth}")
+    ax.set_title(f"Scaling with GPU count, {model_title(model)}")
     ax.legend(fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out_dir, "scaling.png")
@@ -140,11 +140,11 @@ def _stacked(ax, rows: list[Row], names: list[str]):
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def memory_and_size(rows: list[Row], depth, where: tuple[str, int], out_dir: str) -> str | None:
+def memory_and_size(rows: list[Row], model: str, where: tuple[str, int], out_dir: str) -> str | None:
     """Where training memory goes (weights, gradients, optimizer state from the tensors; on GPUs activations and
     the rest of the allocator peak) as a stacked bar per row, beside the checkpoint size. Rows without the parts
     (older runs) show their allocator peak instead."""
-    rows = study(rows, depth, where)
+    rows = study(rows, model, where)
     with_parts = [r for r in rows if r.values.get("params_mib") is not None]
     panels = []
     if with_parts:
@@ -166,20 +166,20 @@ def memory_and_size(rows: list[Row], depth, where: tuple[str, int], out_dir: str
                     and (column != "peak_mem_gib" or r not in with_parts)]
             _hbars(ax, have, column, [label(r, keys) for r in have])
         ax.set_xlabel(title)
-    fig.suptitle(f"Memory and model size by precision, ResNet-{depth}, {placement(*where)}")
+    fig.suptitle(f"Memory and model size by precision, {model_title(model)}, {placement(*where)}")
     return _save(fig, out_dir, "memory_size.png")
 
 
-def lost_updates(rows: list[Row], depth, where: tuple[str, int], out_dir: str) -> str | None:
+def lost_updates(rows: list[Row], model: str, where: tuple[str, int], out_dir: str) -> str | None:
     """Share of weight elements whose update rounded away (non-zero gradient, weight unchanged), run mean."""
-    rows = [r for r in study(rows, depth, where) if r.values.get("lost_update_pct") is not None]
+    rows = [r for r in study(rows, model, where) if r.values.get("lost_update_pct") is not None]
     if not rows:
         return None
     keys = distinguishing(rows)
     fig, ax = plt.subplots(figsize=(8, _height(len(rows))))
     _hbars(ax, rows, "lost_update_pct", [label(r, keys) for r in rows], unit="%")
     ax.set_xlabel("weight updates rounded away, % of elements per step (mean over the run)")
-    ax.set_title(f"Lost updates by precision, ResNet-{depth}, {placement(*where)}")
+    ax.set_title(f"Lost updates by precision, {model_title(model)}, {placement(*where)}")
     return _save(fig, out_dir, "lost_updates.png")
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from report.columns import COLUMNS, SHORT_MARK, pct_order
 from report.compare import distinguishing
-from report.formatting import fmt, label, placement
+from report.formatting import fmt, label, model_title, placement
 from report.rows import Row, study
 
 
-def original_table(rows: list[Row], depth, where: tuple[str, int]) -> list[list[str]]:
+def original_table(rows: list[Row], model: str, where: tuple[str, int]) -> list[list[str]]:
     """The study's table as it was: Precision | Training Time | Model Size | Bandwidth."""
     out = [["Precision", "Training Time (s)", "Model Size (MiB)", "Bandwidth (GB/s)"]]
-    at = study(rows, depth, where)
+    at = study(rows, model, where)
     keys = distinguishing(at)
     for row in at:
         bandwidth = row.values.get("nvlink_bytes_per_s") if row.gpus > 1 else None
@@ -23,14 +23,14 @@ def original_table(rows: list[Row], depth, where: tuple[str, int]) -> list[list[
     return out
 
 
-def observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
-    """Measured ratios against fp32 at one depth and placement, as sentences: no canned prose."""
-    at = study(rows, depth, where)
+def observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
+    """Measured ratios against fp32 for one model and placement, as sentences: no canned prose."""
+    at, name = study(rows, model, where), model_title(model)
     keys = distinguishing(at)
     place = placement(*where)
     bases = [r for r in at if r.precision == "fp32"]
     if not bases:
-        return (f"No finished fp32 run at ResNet-{depth} on {place}: ratios need it as the baseline. "
+        return (f"No finished fp32 run at {name} on {place}: ratios need it as the baseline. "
                 f"Precisions present: {', '.join(dict.fromkeys(r.precision for r in at)) or 'none'}.")
     sentences, short = [], [label(r, keys) for r in at if r.short]
     unmatched = [label(r, keys) for r in at if r.precision != "fp32" and r.base is None]
@@ -62,8 +62,8 @@ def observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
     if unmatched:
         left_out += f" No fp32 row with the same settings for: {', '.join(unmatched)}."
     if not sentences:
-        return f"Nothing to compare with fp32 at ResNet-{depth} on {place} yet." + left_out
-    return (f"At ResNet-{depth} on {place}, medians over the runs of each row against the fp32 row with the same "
+        return f"Nothing to compare with fp32 at {name} on {place} yet." + left_out
+    return (f"At {name} on {place}, medians over the runs of each row against the fp32 row with the same "
             f"settings — " + " ".join(sentences) + left_out)
 
 
@@ -92,3 +92,43 @@ def _tta_parts(row: Row, base: Row) -> list[str]:
         if base.values.get(f"tta_s_{pct}") and asked and reached < asked:
             parts.append(f"{pct.replace('_', '.')}% reached by {reached} of {asked} run(s), which fp32 reached")
     return parts
+
+
+def fp8_observations(rows: list[Row], where: tuple[str, int]) -> str:
+    """fp8 against bf16, per model width, at one placement: images/s, MFU against both peaks, accuracy. Empty
+    where no row is an fp8 run or a ViT; said plainly where the ViTs have no fp8 run."""
+    at = [r for r in rows if (r.device, r.gpus) == where]
+    fp8 = [r for r in at if r.precision.startswith("fp8")]
+    if not fp8:
+        if any(r.model.startswith("vit") for r in at):
+            return (" No fp8 run here: fp8 runs on GPUs of compute capability 8.9+ only, and applies to the ViTs "
+                    "only (a ResNet has 0% of its FLOPs in Linear layers fp8 converts).")
+        return ""
+    sentences = []
+    for row in sorted(fp8, key=lambda r: (r.model, r.precision)):
+        bf16 = _same_but_precision(row, at, "bf16")
+        if bf16 is None:
+            sentences.append(f"{model_title(row.model)} {row.precision}: no bf16 row with the same settings.")
+            continue
+        parts = []
+        a, b = row.values.get("images_per_s"), bf16.values.get("images_per_s")
+        if a and b:
+            parts.append(f"{a / b:.2f}× bf16's images/s ({fmt('images_per_s', a)} vs {fmt('images_per_s', b)})")
+        mfu, vs_bf16, base = (row.values.get("mfu"), row.values.get("mfu_vs_bf16_peak"), bf16.values.get("mfu"))
+        if mfu is not None:
+            parts.append(f"MFU {mfu:.1f}% of the fp8 peak" + (f", {vs_bf16:.1f}% of bf16's" if vs_bf16 else "")
+                         + (f" (bf16: {base:.1f}%)" if base is not None else ""))
+        a, b = row.values.get("best_test_acc"), bf16.values.get("best_test_acc")
+        if a is not None and b is not None:
+            parts.append(f"best test accuracy {a - b:+.1f} points ({a:.1f}% vs {b:.1f}%)")
+        short = f" ({SHORT_MARK} too short to measure)" if row.short or bf16.short else ""
+        sentences.append(f"{model_title(row.model)} {row.precision}{short}: " + ("; ".join(parts) or "nothing "
+                                                                                   "measured") + ".")
+    return f" fp8 against bf16 on {placement(*where)}, per model — " + " ".join(sentences)
+
+
+def _same_but_precision(row: Row, rows: list[Row], precision: str) -> Row | None:
+    """The row of `precision` whose settings are the row's in everything else."""
+    key = {k: v for k, v in row.key if k != "precision"}
+    return next((r for r in rows if r.precision == precision and {k: v for k, v in r.key if k != "precision"} == key),
+                None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from report.columns import COLUMNS, SHORT_RUN_STEPS, TIMED_COLUMNS, pct_order
 from report.compare import add_ratios
-from report.figures import device, energy_source, exclusion, run_metrics, system, timed_steps, world_size
+from report.figures import arch, device, energy_source, exclusion, run_metrics, system, timed_steps, world_size
 from report.formatting import MIXED, placement, point
 from train.contract.experiment import PRECISIONS, with_defaults
 
@@ -89,6 +89,11 @@ class Row:
         return self.facts.get("depth", MIXED)
 
     @property
+    def model(self) -> str:
+        """resnet18, vit-s, ...: rows of different models are never one row, and the study is one model's."""
+        return str(self.facts.get("model", MIXED))
+
+    @property
     def gpus(self) -> int:
         ws = self.facts.get("world_size")
         return ws if isinstance(ws, int) else 0
@@ -125,7 +130,7 @@ def build(runs, group_by: list[str] | None = None) -> tuple[list[Row], list[tupl
         _aggregate(row)
     add_ratios(list(rows.values()))
     order = {p: i for i, p in enumerate(PRECISIONS)}
-    return sorted(rows.values(), key=lambda r: (str(r.depth).zfill(4), r.device, r.gpus,
+    return sorted(rows.values(), key=lambda r: (r.model, r.device, r.gpus,
                                                 order.get(r.precision, 99), r.precision, str(r.key))), excluded
 
 
@@ -133,7 +138,8 @@ def _add(rows: dict[tuple, Row], run, group_by: list[str] | None) -> None:
     """The run into the row of its key (a new row if none yet); settings its runs disagree on become MIXED."""
     facts = settings(run.config)
     facts.update(precision=run.config.get("precision", facts.get("precision")),
-                 depth=run.config.get("depth", facts.get("depth")), world_size=world_size(run.config))
+                 depth=run.config.get("depth", facts.get("depth")), world_size=world_size(run.config),
+                 model=arch(run.config))
     keyed = {k: lookup(run.config, k) for k in group_by} if group_by else facts
     key = tuple(sorted(("world_size" if k == "gpus" else k, v) for k, v in keyed.items()))
     row = rows.get(key)
@@ -174,14 +180,14 @@ def _aggregate(row: Row) -> None:
         row.flagged |= {c for c in TIMED_COLUMNS if c in row.values}
 
 
-def study(rows: list[Row], depth, where: tuple[str, int]) -> list[Row]:
-    """The rows of one depth and placement (device, GPU count)."""
-    return [r for r in rows if r.depth == depth and (r.device, r.gpus) == where]
+def study(rows: list[Row], model: str, where: tuple[str, int]) -> list[Row]:
+    """The rows of one model (resnet18, vit-s) and placement (device, GPU count)."""
+    return [r for r in rows if r.model == model and (r.device, r.gpus) == where]
 
 
-def default_where(rows: list[Row], depth, gpus: int | None) -> tuple[str, int]:
+def default_where(rows: list[Row], model: str, gpus: int | None) -> tuple[str, int]:
     """GPU rows when there are any (the fewest GPUs, or --gpus), else CPU rows."""
-    at = [r for r in rows if r.depth == depth] or rows
+    at = [r for r in rows if r.model == model] or rows
     pool = [r for r in at if r.device != "cpu"] or at
     if gpus is None:
         gpus = min((r.gpus for r in pool), default=1)

@@ -10,7 +10,7 @@ import os
 
 from report.columns import SHORT_MARK, all_columns, column_info, measured
 from report.compare import common, differing
-from report.formatting import cell, integral_note, md, short_note
+from report.formatting import cell, integral_note, md, model_title, short_note
 from report.rows import Row
 
 
@@ -18,11 +18,11 @@ def csv_rows(rows: list[Row]) -> list[list]:
     """Medians with full precision, and min/max over repeats; empty where a figure is missing. Every column is
     always there (even one no row measured), so scripts reading the CSV see one header."""
     columns = all_columns(rows)
-    out = [["precision", "depth", "gpus", "device", "runs", "too_short", "timed_steps_min", "settings", "energy_source"]
+    out = [["precision", "model", "depth", "gpus", "device", "runs", "too_short", "timed_steps_min", "settings", "energy_source"]
            + [c for col in columns for c in (col, f"{col}_min", f"{col}_max")]]
     for r in rows:
         timed = [t for t in r.timed if t is not None]
-        line = [r.precision, r.depth, r.gpus, r.device, len(r.runs), str(r.short).lower(),
+        line = [r.precision, r.model, r.depth, r.gpus, r.device, len(r.runs), str(r.short).lower(),
                 min(timed) if timed else "", json.dumps(r.facts, sort_keys=True, default=str),
                 "+".join(sorted(r.energy_sources))]
         for col in columns:
@@ -53,12 +53,12 @@ def table_values(rows: list[Row]) -> tuple[list[str], list[list]]:
 
 
 def _head(keys: list[str], columns: list[str]) -> list[str]:
-    return ["Precision", "Depth", "GPUs", *keys, "Runs"] + [
+    return ["Precision", "Model", "GPUs", *keys, "Runs"] + [
         f"{column_info(c)[0]} ({column_info(c)[1]})" if column_info(c)[1] else column_info(c)[0] for c in columns]
 
 
 def _settings(r: Row, keys: list[str]) -> list[str]:
-    return [r.precision + (f" {SHORT_MARK}" if r.short else ""), str(r.depth), r.where,
+    return [r.precision + (f" {SHORT_MARK}" if r.short else ""), model_title(r.model), r.where,
             *(_setting(r.facts.get(k)) for k in keys), str(len(r.runs))]
 
 

@@ -291,7 +291,7 @@ def test_plots_are_labelled_with_error_bars_integer_ticks_and_ideal_scaling(capt
     assert (10000, 12000) in spans  # fp32: min–max over its three seeds
     assert "Training throughput, 1 GPU" == ax.get_title()
 
-    assert plots.scaling(rows, 18, str(tmp_path)) == "scaling.png"
+    assert plots.scaling(rows, "resnet18", str(tmp_path)) == "scaling.png"
     ax = figures["scaling.png"].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
     assert "ideal (N × 1 GPU)" in [t.get_text() for t in ax.get_legend().get_texts()]
@@ -349,7 +349,7 @@ def test_memory_parts_columns_and_stacked_bar_beside_the_checkpoint(report, capt
     cpu = _row(rows, "bf16", device="cpu")
     assert cpu["params_mib"] and cpu["activations_mib"] == "" and cpu["other_mib"] == ""  # no allocator on CPU
     plots, plot_rows, figures = captured_plots
-    assert plots.memory_and_size(plot_rows, 18, ("cuda", 1), str(tmp_path)) == "memory_size.png"
+    assert plots.memory_and_size(plot_rows, "resnet18", ("cuda", 1), str(tmp_path)) == "memory_size.png"
     parts, peak, size = figures["memory_size.png"].axes  # rows that recorded no parts show their allocator peak
     assert peak.get_xlabel() == "peak memory, allocator (GiB)" and len(peak.patches) == 2
     assert [t.get_text() for t in parts.get_legend().get_texts()] == [

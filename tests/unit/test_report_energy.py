@@ -35,7 +35,7 @@ def test_energy_above_idle_stands_beside_energy_per_image_and_only_the_integral_
     assert any(note.startswith(f"{INTEGRAL_MARK} energy from the integral of sampled power") for note in _notes(rows))
     csv = [dict(zip(csv_rows(rows)[0], line)) for line in csv_rows(rows)[1:]]
     assert [r["energy_source"] for r in csv] == ["counter", "counter+power_integral"]
-    assert "energy per image above idle 0.40× fp32's (0.0060 vs 0.0150 J)" in observations(rows, 18, ("cuda", 1))
+    assert "energy per image above idle 0.40× fp32's (0.0060 vs 0.0150 J)" in observations(rows, "resnet18", ("cuda", 1))
     # a run from before the label (and the idle measurement): the counter's energy, no mark, no above-idle
     rows, table = _table([_run("fp32", "fp32", 0, 0.02, None, None)])
     assert table[0]["Energy/image (J)"] == "0.0200" and "Energy/image above idle (J)" not in table[0]
