@@ -437,3 +437,20 @@ def test_reduce_overhead_runs_the_steps_as_cuda_graphs(tmp_path, monkeypatch, fr
     assert summary["train/steps"] == 8
     assert fresh_dynamo["inductor"]["cudagraph_skips"] == 0, dict(fresh_dynamo["inductor"])
     assert len(replays) >= 8, len(replays)  # forward and backward graphs, replayed on the steps after recording
+
+
+@pytest.mark.parametrize("name", ["fp8_tensorwise", "fp8_rowwise"])
+def test_fp8_trains_a_vit_compiled_where_the_gpu_has_fp8_and_is_refused_elsewhere(tmp_path, monkeypatch, name):
+    """Fails if fp8 does not run (or is not refused in one line) on this GPU, if it runs uncompiled against
+    torchao's advice, or if its config lacks the recipe or the bf16 peak its second MFU needs."""
+    pytest.importorskip("torchao.float8", reason="fp8 needs torchao (requirements.txt)")
+    args = ("--model", "vit-smoke", "--precision", name, "--compile", "default")
+    if torch.cuda.get_device_capability() < (8, 9):
+        with pytest.raises(UsageError, match="compute capability 8.9"):
+            _run(tmp_path, *args)
+        return
+    configs = _captured_config(monkeypatch)
+    summary = _run(tmp_path, *args, steps=30, batch=64)
+    assert summary["train/steps"] == 30 and summary["train/diverged_at_step"] is None
+    assert configs[0]["precision_settings"]["fp8_recipe"] == name.removeprefix("fp8_")
+    assert "peak_bf16_flops_per_s" in configs[0]["system"]
