@@ -22,13 +22,13 @@ def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_r
     marks = [line.split(":")[0] for line in text.splitlines() if line.startswith("== round")]
     assert marks == ["== round 1/2"] * 2 + ["== round 2/2"] * 2
     assert text.count("  set up: ") == 2  # each point set up once, for all its rounds
-    table_text = text[text.index("depth  precision"):]
+    table_text = text[text.index("model  precision"):]
     rows = {line.split()[1]: line.split() for line in table_text.splitlines()[2:4]}
     assert rows["fp32"][5:7] == ["1.00x", "[1.00-1.00]"] and rows["fp32"][-1] == "1.00x"  # median [min-max]
     assert rows["tf32"][4] == "-"
     assert "tf32 (resnet18, device, compile none): precision tf32 cannot run on cpu" in table_text
     bare = text[text.index("runner/bare (step)"):].splitlines()[2].split()
-    assert bare[:4] == ["18", "fp32", "device", "none"] and bare[4].endswith("x") and bare[5].startswith("[")
+    assert bare[:4] == ["resnet18", "fp32", "device", "none"] and bare[4].endswith("x") and bare[5].startswith("[")
     assert "goal >= 0.97" in text
     assert "AVX512-BF16" in text and "AMX-BF16" in text  # CPU ratios name the features they depend on
     runs = [d for d in os.listdir(tmp_path) if d.startswith("r18-") and os.path.isdir(tmp_path / d)]
