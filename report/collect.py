@@ -1,4 +1,8 @@
-"""Runs, from a folder of W&B offline runs (read with W&B's own reader) or from W&B's API.
+"""Runs, from a folder of W&B offline runs or from W&B's API.
+
+A finished run's .wandb file is read in this process (train/contract/wandb_log.py: W&B's own protobuf records,
+the same values as W&B's reader gives, ~1 ms a run); any other (failed, still running, cut off, corrupt) by
+W&B's own reader, `wandb-core leet inspect` (train/contract/wandb_offline.py, ~15 ms of CPU a process).
 
 A run stopped and continued (preemption, --resume) is several offline folders with one run id: they are
 one run here, its state the last folder's and its history all folders' in order.
