@@ -1,6 +1,7 @@
 """python -m report SOURCE [--out DIR]: the study's results table, plots and page from a set of runs.
 
-SOURCE is a folder of W&B offline runs (read with W&B's own reader) or ENTITY/PROJECT[/SWEEP_ID] (W&B's API).
+SOURCE is a folder of W&B offline runs (finished runs read in process, the rest with W&B's own reader) or
+ENTITY/PROJECT[/SWEEP_ID] (W&B's API).
 """
 
 from __future__ import annotations
