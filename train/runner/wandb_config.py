@@ -42,8 +42,7 @@ def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, set
 def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
     info = {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": device_name(device),
         "world_size": ranks.world_size,
         "nodes": ranks.nodes,
         "gpus_per_node": ranks.local_world_size,
@@ -60,6 +59,13 @@ def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
         props = torch.cuda.get_device_properties(device)
         info.update(compute_capability=f"{props.major}.{props.minor}", device_memory_bytes=props.total_memory)
     return info
+
+
+def device_name(device: torch.device) -> str:
+    """The device's name as runs record it (and a node check matches on): the GPU's, else the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def peak_info(device: torch.device, precision_name: str, device_name: str) -> dict:
