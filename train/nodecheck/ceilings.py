@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 
 from train.nodecheck.checks import Check, bad, ok, skip
+from train.nodecheck.recorded import MATMUL_OF
 
 SECTION = "ceilings"
-# the matmul dtype each precision's convolutions and matmuls run in, and the runnable precision that proves it runs
-MATMUL_OF = {"fp32": "fp32", "tf32": "tf32", "amp_fp16": "fp16", "fp16": "fp16", "amp_bf16": "bf16", "bf16": "bf16"}
 COUNTER_TOLERANCE = 0.15  # NVML's PCIe bytes within 15% of the bytes copied: the counters mean what they say
 
 
