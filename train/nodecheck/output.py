@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 from train.contract.files import atomic_write
 from train.nodecheck.checks import FAIL, MARKS, PASS, SKIP, Check
@@ -86,7 +87,6 @@ def to_wandb(out_dir: str, checks: list[Check], facts: dict, project: str, reach
     summary, the checks as a table, both files saved with it. wandb is imported only here."""
     import wandb
 
-    os.environ.setdefault("WANDB_DIR", out_dir)  # its files beside the node check's, not in the working folder
     run = wandb.init(project=project, job_type="node-check", name=f"nodecheck-{facts['host']}",
                      mode="online" if reachable else "offline", dir=out_dir, config=facts,
                      settings=wandb.Settings(silent=True))
@@ -94,8 +94,8 @@ def to_wandb(out_dir: str, checks: list[Check], facts: dict, project: str, reach
         run.summary.update({"ceilings": ceilings(checks), "failed": sum(c.status == FAIL for c in checks)})
         run.log({"checks": wandb.Table(columns=["section", "check", "status", "finding"],
                                        data=[[c.section, c.name, c.status, c.reason] for c in checks])})
-        for name in (JSON_FILE, MD_FILE):
-            run.save(os.path.join(out_dir, name), base_path=out_dir, policy="now")
+        for name in (JSON_FILE, MD_FILE):  # copies in the run's files folder: uploaded with it, synced offline
+            shutil.copy(os.path.join(out_dir, name), os.path.join(run.dir, name))
         return f"{run.id} ({'online: ' + run.url if reachable else 'offline: wandb sync ' + os.path.dirname(run.dir)})"
     finally:
         run.finish()
