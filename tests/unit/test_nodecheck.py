@@ -56,6 +56,11 @@ def test_nvml_field_listing_on_the_simulated_nvml():
     assert [(c.name, c.status) for c in found] == [("GPU 0 fields", checks.FAIL), ("GPU 0 NVLink", checks.PASS),
                                                    ("GPU 0 sampler cost", checks.PASS)]
     assert "energy unsupported" in found[0].reason
+    pcie_card = FakeGpu(links=0)
+    pcie_card.unsupported |= {138, 139}
+    found = nvml_facts.check(FakeNvml([pcie_card]), None, quick=True)
+    assert [(c.name, c.status) for c in found] == [("GPU 0 fields", checks.PASS), ("GPU 0 NVLink", checks.SKIP),
+                                                   ("GPU 0 sampler cost", checks.PASS)]
 
 
 def test_pcie_counters_must_see_the_bytes_copied_within_15_percent():

@@ -60,10 +60,11 @@ def check(nvml, why: str | None, quick: bool = False) -> list[Check]:
         listing = field_listing(nvml, handle)
         facts = static_facts(nvml, handle)
         fields = listing["fields"]
-        missing = [n for n, t in fields.items() if t.startswith("unsupported")]
+        links = listing["nvlink_links"]
+        # a GPU without NVLink has no NVLink counters to give: not a failure of this node
+        missing = [n for n, t in fields.items() if t.startswith("unsupported") and (links or "nvlink" not in n)]
         text = ", ".join(f"{n} {t}" for n, t in fields.items())
         out.append((bad if missing else ok)(SECTION, f"GPU {i} fields", text, **listing, facts=facts))
-        links = listing["nvlink_links"]
         if links:
             tx = listing["nvlink"]["nvlink_tx"]
             out.append(ok(SECTION, f"GPU {i} NVLink", f"{links} links, {facts.get('nvlink_active_links', 0)} active "
