@@ -61,7 +61,7 @@ def document(checks: list[Check], facts: dict) -> dict:
 def markdown(checks: list[Check], facts: dict) -> str:
     lines = [f"# Node check: {facts['host']} ({facts['device_name']})", "",
              f"{facts['checked_at']}, {facts['seconds']:.0f} s{' (--quick)' if facts['quick'] else ''}: "
-             f"{tally(checks)}.", ""]
+             f"{tally(checks)}."]
     section = None
     for c in checks:
         if c.section != section:
