@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 
 from train.nodecheck.checks import Check, bad, ok, skip
 
@@ -13,6 +15,7 @@ SECTION = "benchmark"
 # per device: (batch, steps per round, warm-up steps of each round, rounds). On a 2-core CPU each point's process
 # takes ~15 s to set up and a ResNet-18 step of 32 images ~0.5 s; on a GPU 50 steps of 512 take a few seconds.
 SETTINGS = {"cuda": (512, 50, 10, 2), "cpu": (32, 3, 1, 2)}
+LOG = "nodecheck-benchmark.log"
 
 
 def run(device_type: str, precisions: list[str], out_dir: str) -> tuple[list[dict], dict, str]:
@@ -27,7 +30,7 @@ def run(device_type: str, precisions: list[str], out_dir: str) -> tuple[list[dic
     os.makedirs(out_dir, exist_ok=True)
     pl = cli.plan(args, device_type == "cuda")
     rows = list(pl.refused)
-    with open(os.path.join(out_dir, "benchmark.log"), "w") as log, contextlib.redirect_stdout(log):
+    with open(os.path.join(out_dir, LOG), "w") as log, contextlib.redirect_stdout(log):
         for i in range(0, len(pl.points), args.live):
             cli.run_group(pl, pl.points[i:i + args.live], rows)
     cli.mark_disturbed(rows, pl.warmup)
@@ -42,7 +45,16 @@ def check(device, precisions: list[str], out_dir: str, quick: bool) -> list[Chec
         return [skip(SECTION, "short benchmark", "skipped with --quick (one process per precision and loop)")]
     from train.benchmark.cli import BARE_GOAL, bare_verdict, fmt_ratio
 
-    rows, ratios, text = run(device.type, precisions, os.path.join(out_dir, "benchmark"))
+    # Its runs (checkpoints, W&B offline runs) go in a folder removed afterwards: left in --out-dir (runs/ by
+    # default) they would join the user's study in `python -m report runs`. Its log and tables are kept.
+    work = tempfile.mkdtemp(prefix=".nodecheck-benchmark-", dir=out_dir)
+    log = os.path.join(out_dir, LOG)
+    try:
+        rows, ratios, text = run(device.type, precisions, work)
+    finally:
+        if os.path.exists(os.path.join(work, LOG)):
+            shutil.copy(os.path.join(work, LOG), log)
+        shutil.rmtree(work, ignore_errors=True)
     goal = BARE_GOAL[device.type]
     out = []
     for p in precisions:
@@ -57,6 +69,7 @@ def check(device, precisions: list[str], out_dir: str, quick: bool) -> list[Chec
         mark = {"met": ok, "missed": bad}.get(verdict, skip)
         out.append(mark(SECTION, f"resnet18 {p}", f"{ips:,.1f} images/s; runner/bare {fmt_ratio(ratio)}: goal >= "
                         f"{goal:.2f} {verdict}", images_per_s=ips, runner_over_bare=ratio, verdict=verdict))
-    out.append(ok(SECTION, "benchmark tables", f"in {os.path.join(out_dir, 'benchmark')}", tables=text))
+    out.append(ok(SECTION, "benchmark tables", f"in {os.path.join(out_dir, 'nodecheck.md')}; progress in {log}",
+                  tables=text))
     return out
 

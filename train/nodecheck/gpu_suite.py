@@ -2,7 +2,7 @@
 the node check, the GPU test tier (`pytest -m gpu tests`, output and junit xml kept) and a short study table (a
 runner run of ResNet-18 per runnable precision, then `python -m report` on them), all under one folder:
 
-    OUT/nodecheck/   nodecheck.json, nodecheck.md, benchmark/     OUT/gpu-tests.txt, OUT/gpu-tests.xml
+    OUT/nodecheck/   nodecheck.json, .md, nodecheck-benchmark.log  OUT/gpu-tests.txt, OUT/gpu-tests.xml
     OUT/study/       the runs                                      OUT/report/   results.md, results.csv, ...
     OUT/suite.md     each step: status, seconds, where its output is
 
