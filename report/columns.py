@@ -39,12 +39,14 @@ COLUMNS = {
     "nvlink_bytes_per_s": ("NVLink TX+RX", "GB/s"),
     "nvlink_share": ("NVLink % of peak", "%"),
     "busbw_bytes_per_s": ("All-reduce busbw", "GB/s"),
+    "busbw_share": ("Busbw % of node's all-reduce ceiling", "%"),
     "scaling_efficiency": ("Scaling eff. vs 1 GPU", "%"),
     "best_test_acc": ("Best test acc", "%"),
     "last_test_acc": ("Last test acc", "%"),
     "energy_per_image_j": ("Energy/image", "J"),
     "energy_above_idle_per_image_j": ("Energy/image above idle", "J"),
-    "mfu": ("MFU", "%"),
+    "mfu": ("MFU vs datasheet", "%"),
+    "mfu_measured": ("MFU vs measured peak", "%"),
 }
 # Time to accuracy: per target (a percentage as in the summary key time_to_acc/<pct>), four columns. The
 # runner's default targets always have their columns in results.csv; other targets a run asked for are added.
@@ -63,7 +65,7 @@ def energy_column(column: str) -> bool:
 
 
 # figures that come from step timing: unreliable in a run too short to measure
-TIMED_COLUMNS = ("images_per_s", "images_per_s_per_gpu", "speedup_vs_fp32", "scaling_efficiency", "mfu")
+TIMED_COLUMNS = ("images_per_s", "images_per_s_per_gpu", "speedup_vs_fp32", "scaling_efficiency", "mfu", "mfu_measured")
 
 
 def tta_columns(targets) -> list[str]:

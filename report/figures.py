@@ -52,6 +52,8 @@ def run_metrics(config: dict, summary: dict) -> dict:
     nvlink = _sum(s("nvml/nvlink_tx_bytes_per_s_mean"), s("nvml/nvlink_rx_bytes_per_s_mean"))
     pcie_peak, nvlink_peak = c("nvml", "pcie_peak_bytes_per_s"), c("nvml", "nvlink_peak_bytes_per_s")
     flops, peak = c("model", "train_flops_per_image"), c("system", "peak_flops_per_s")
+    measured_peak, allreduce_peak = c("nodecheck", "matmul_flops_per_s"), c("nodecheck", "allreduce_busbw_bytes_per_s")
+    busbw = s("comm/busbw_bytes_per_s", agg="mean") if world_size(config) > 1 else None
     ckpt = s("ckpt/size_bytes")
     # Allocator peak only: older CPU runs wrote the process's RSS under this key, which is not the precision's
     # memory footprint (it includes the interpreter, libraries and the dataset).
@@ -71,12 +73,15 @@ def run_metrics(config: dict, summary: dict) -> dict:
         "nvlink_bytes_per_s": nvlink,
         "nvlink_share": 100 * nvlink / (2 * nvlink_peak) if nvlink is not None and nvlink_peak else None,
         # one process all-reduces nothing: the runner logs 0, which is "not measured", not a bandwidth
-        "busbw_bytes_per_s": s("comm/busbw_bytes_per_s", agg="mean") if world_size(config) > 1 else None,
+        "busbw_bytes_per_s": busbw,
+        "busbw_share": 100 * busbw / allreduce_peak if busbw is not None and allreduce_peak else None,
         "best_test_acc": 100 * s("test/best_acc") if s("test/best_acc") is not None else None,
         "last_test_acc": 100 * s("test/last_acc") if s("test/last_acc") is not None else None,
         "energy_per_image_j": s("nvml/energy_per_image_j"),
         "energy_above_idle_per_image_j": s("nvml/energy_above_idle_per_image_j"),
         "mfu": 100 * flops * ips_gpu / peak if flops and ips_gpu and peak else None,
+        # against what this node's node check measured (a dense matmul of the run's precision): what it could do
+        "mfu_measured": 100 * flops * ips_gpu / measured_peak if flops and ips_gpu and measured_peak else None,
         **{k: v / 2**20 if v is not None else None for k, v in (
             ("params_mib", s("mem/params_bytes")), ("grads_mib", s("mem/grads_bytes")),
             ("optimizer_mib", s("mem/optimizer_bytes")), ("activations_mib", s("mem/activations_bytes")),

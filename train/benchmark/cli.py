@@ -340,6 +340,17 @@ def compile_table(rows: list[dict], max_spread: float) -> str:
     return "\n".join(_columns(lines)) if len(lines) > 1 else "  (no compiled point ran)"
 
 
+def bare_verdict(step: dict, goal: float) -> str:
+    """Runner/bare step ratios (a spread) against the goal: met, missed, or inconclusive."""
+    if not step:
+        return "not measured"
+    if step["wide"]:
+        return "inconclusive (range too wide)"  # a wide range below the goal is noise as likely as cost
+    if step["min"] >= goal:
+        return "met"
+    return "missed" if step["max"] < goal else "inconclusive (range spans the goal)"
+
+
 def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
     """Runner vs bare loop per point: median step (the images/s statistic) and loop wall time, per round."""
     goal = BARE_GOAL[device]
@@ -358,15 +369,7 @@ def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
               f"goal >= {goal:.2f}")]
     for point, d in pairs.items():
         step, wall = spread(d["step"], max_spread), spread(d["wall"], max_spread)
-        if step["wide"]:
-            verdict = "inconclusive (range too wide)"  # a wide range below the goal is noise as likely as cost
-        elif step["min"] >= goal:
-            verdict = "met"
-        elif step["max"] < goal:
-            verdict = "missed"
-        else:
-            verdict = "inconclusive (range spans the goal)"
-        lines.append((*(str(x) for x in point), fmt_ratio(step), fmt_ratio(wall), verdict))
+        lines.append((*(str(x) for x in point), fmt_ratio(step), fmt_ratio(wall), bare_verdict(step, goal)))
     return "\n".join(_columns(lines)) if len(lines) > 1 else "  (no pair of runner and bare loop ran)"
 
 

@@ -38,7 +38,11 @@ CUDA_SUMMARY_KEYS = ["mem/peak_allocated_bytes", "mem/peak_reserved_bytes", "mem
 CPU_SUMMARY_KEYS = ["mem/rss_peak_bytes"]
 DIVERGED_SUMMARY_KEYS = ["train/diverged_at_step"]  # only in runs that diverged
 CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "effective_lr", "optimizer", "epochs", "seed",
-               "experiment", "provenance", "precision_settings", "model", "system", "data", "total_steps", "nvml"]
+               "experiment", "provenance", "precision_settings", "model", "system", "data", "total_steps", "nvml",
+               "nodecheck"]
+# config `nodecheck` (train/contract/node_ceilings.py): {"used": False, "reason"} or, from this node's node check:
+NODECHECK_KEYS = ["used", "path", "checked_at", "quick", "matmul_kind", "matmul_flops_per_s", "allreduce_dtype",
+                  "allreduce_busbw_bytes_per_s", "allreduce_world_size"]
 CONFIG_NESTED = {
     "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler",
                            "tf32_matmul", "tf32_cudnn", "memory_format"],

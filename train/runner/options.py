@@ -54,6 +54,13 @@ def _accuracy(text: str) -> float:
     return value
 
 
+def _existing_file(text: str) -> str:
+    """An argparse type: a file that exists (checked before anything is written)."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
 def _run_name(text: str) -> str:
     """An argparse type: a run name, one folder inside --out-dir (checked before anything is written)."""
     try:
@@ -191,6 +198,10 @@ class RunConfig:
                                                 "W&B's, 15 s)", OUTPUT, type=_positive_float, metavar="S")
     wandb_init_timeout: float = option(30.0, "online W&B: seconds to wait for the server before logging offline "
                                        "instead (default 30)", OUTPUT, type=_positive_float, metavar="S")
+    nodecheck: str | None = option(None, "a node check's nodecheck.json (python -m train.nodecheck) whose measured "
+                                   "ceilings the run records, for MFU and busbw against what this node can do "
+                                   "(default: $TRAIN_NODECHECK, else OUT_DIR/nodecheck.json if there); used only "
+                                   "when made on this host and device", OUTPUT, type=_existing_file, metavar="PATH")
     resume: str | None = option(None, "continue from a checkpoint file or a run folder holding checkpoint.pt; "
                                 "'auto' (with --name): continue OUT_DIR/NAME if it has a checkpoint, start it if "
                                 "not, skip it if finished", OUTPUT, metavar="PATH|auto")
