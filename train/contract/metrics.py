@@ -37,6 +37,17 @@ CUDA_SUMMARY_KEYS = ["mem/peak_allocated_bytes", "mem/peak_reserved_bytes", "mem
                      "mem/activations_bytes"]
 CPU_SUMMARY_KEYS = ["mem/rss_peak_bytes"]
 DIVERGED_SUMMARY_KEYS = ["train/diverged_at_step"]  # only in runs that diverged
+# --profile K: the profiled window's step time by operation class (docs/profile.md), logged once at the window's
+# last step and in the summary. The class names are defined here (the report reads them); the rules that fill
+# them are train/measure/profile_classes.py's.
+PROFILE_CLASSES = ("conv_matmul", "norm", "elementwise", "loss", "optimizer", "grad_scaling", "data", "comm", "copy",
+                   "other", "host_gap")
+PROFILE_KEYS = ["prof/step_ms", "prof/steps", *(f"prof/{c}_{unit}" for c in PROFILE_CLASSES for unit in ("ms", "share")),
+                "prof/conv_matmul_flops_per_s", "prof/conv_matmul_peak_frac"]
+CUDA_PROFILE_KEYS = ["prof/tensor_core_share", "prof/comm_overlapped_ms"]
+# The node check's measured matmul ceiling (train/nodecheck, another branch): the report sets the achieved
+# convolution rate beside it when a run's config or summary carries this key, and beside the datasheet peak.
+NODECHECK_CEILING_KEY = "nodecheck/matmul_flops_per_s"
 CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "effective_lr", "optimizer", "epochs", "seed",
                "experiment", "provenance", "precision_settings", "model", "system", "data", "total_steps", "nvml"]
 CONFIG_NESTED = {
