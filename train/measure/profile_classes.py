@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from train.contract.metrics import PROFILE_CLASSES
+from train.contract.metrics import PROFILE_CLASS_NAMES, PROFILE_CLASSES
 
 STEP_ANNOTATION = "profile/step"  # spans one profiled step (train/measure/profiler.py records it)
 DATA_ANNOTATION = "profile/data"  # spans the loader's producing of the step's batch
@@ -29,12 +29,7 @@ DATA_ANNOTATION = "profile/data"  # spans the loader's producing of the step's b
 # The classes, in the order tables and plots show them; together they are the step time (the metric contract's
 # prof/<class>_ms keys).
 CLASSES = PROFILE_CLASSES
-CLASS_NAMES = {
-    "conv_matmul": "convolution and matmul", "norm": "normalisation", "elementwise": "element-wise and activation",
-    "loss": "loss", "optimizer": "optimizer step", "grad_scaling": "gradient scaling",
-    "data": "data and augmentation", "comm": "communication", "copy": "memory copies and casts",
-    "other": "other operators", "host_gap": "host gaps",
-}
+CLASS_NAMES = PROFILE_CLASS_NAMES
 
 # Scopes: spans whose whole contents are one class, matched on any enclosing span (the outermost wins).
 SCOPE_RULES = [
