@@ -50,13 +50,7 @@ PROFILE_CLASS_NAMES = {  # as tables, plots and sentences name them
 }
 PROFILE_KEYS = ["prof/step_ms", "prof/steps", *(f"prof/{c}_{unit}" for c in PROFILE_CLASSES for unit in ("ms", "share")),
                 "prof/conv_matmul_flops_per_s", "prof/conv_matmul_peak_frac"]
-CUDA_PROFILE_CLASS_NAMES = {  # as tables, plots and sentences name them
-    "conv_matmul": "convolution and matmul", "norm": "normalisation", "elementwise": "element-wise and activation",
-    "loss": "loss", "optimizer": "optimizer step", "grad_scaling": "gradient scaling",
-    "data": "data and augmentation", "comm": "communication", "copy": "memory copies and casts",
-    "other": "other operators", "host_gap": "host gaps",
-}
-PROFILE_KEYS = ["prof/tensor_core_share", "prof/comm_overlapped_ms"]
+CUDA_PROFILE_KEYS = ["prof/tensor_core_share", "prof/comm_overlapped_ms"]
 # The node check's measured matmul ceiling (train/nodecheck, another branch): the report sets the achieved
 # convolution rate beside it when a run's config or summary carries this key, and beside the datasheet peak.
 NODECHECK_CEILING_KEY = "nodecheck/matmul_flops_per_s"
