@@ -1,6 +1,7 @@
 """python -m report SOURCE [--out DIR]: the study's results table, plots and page from a set of runs.
 
-SOURCE is a folder of W&B offline runs (read with W&B's own reader) or ENTITY/PROJECT[/SWEEP_ID] (W&B's API).
+SOURCE is a folder of W&B offline runs (finished runs read in process, the rest with W&B's own reader) or
+ENTITY/PROJECT[/SWEEP_ID] (W&B's API).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def parse(argv):
                    help="rows keyed by just these settings (e.g. precision depth world_size), pooling runs that "
                         "differ in others; default: one row per experiment (every setting but the seed)")
     p.add_argument("--publish", action="store_true",
-                   help="also create a W&B Report over these runs (needs W&B online and wandb-workspaces)")
+                   help="also log the results table and plots as a W&B run (job_type report, offline for a folder "
+                        "of offline runs) that uses the runs' checkpoints, and for ENTITY/PROJECT create a W&B "
+                        "Report over the runs (needs wandb-workspaces)")
     return p.parse_args(argv)
 
 
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}/results.md, results.csv, report.html and {len(made)} plot(s) "
           f"in {time.perf_counter() - started:.1f}s")
     if args.publish:
-        return _publish(args)
+        return _publish(args, runs, rows, made)
     return 0
 
 
@@ -98,11 +101,26 @@ def _one_run_per_row(runs, rows, depth, where) -> dict:
     return {label(r, keys): (r.precision, by_id[r.runs[0][0]]) for r in at if r.runs[0][0] in by_id}
 
 
-def _publish(args) -> int:
-    if os.path.isdir(args.source):
-        print("--publish: not published: the runs are offline; `wandb sync` them, then run the report on "
-              "ENTITY/PROJECT", file=sys.stderr)
+def _publish(args, runs, rows, made) -> int:
+    """The report's W&B run (offline for a folder of offline runs, to sync after them), then, for runs on the
+    server, the W&B Report."""
+    offline = os.path.isdir(args.source)
+    try:
+        from report.publish import log_results
+
+        logged = log_results(args.out, args.source, runs, rows, made, "offline" if offline else "online")
+    except Exception as e:  # noqa: BLE001 - W&B cannot start (no credentials, server refused): one line
+        print(f"--publish: not published: {first_line(e)}", file=sys.stderr)
         return 1
+    print(f"W&B: report run ({'offline' if offline else 'online'}): results table and {len(made)} plot(s), using "
+          f"the checkpoints of {logged.linked} of {len(runs)} run(s): {logged.where}")
+    if logged.unlinked:
+        print(f"warning: --publish: not linked (they logged no checkpoint): {', '.join(logged.unlinked)}",
+              file=sys.stderr)
+    if offline:
+        print(f"upload: wandb sync the runs' folders first, then wandb sync {logged.where} (synced first, the "
+              "report's run would be recorded as making the runs' checkpoints)")
+        return 0
     entity, project = args.source.strip("/").split("/")[:2]
     try:
         from report.publish import publish

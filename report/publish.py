@@ -1,6 +1,89 @@
-"""A W&B Report over the same runs, with panels per axis (wandb-workspaces; needs the W&B server)."""
+"""What `--publish` puts in W&B: a run of job_type "report" holding the results table (a wandb.Table with
+results.md's rows and columns) and the plots, which uses the runs it summarises; and, where the runs are on
+the W&B server, a W&B Report over them with panels per axis (wandb-workspaces).
+
+A run is no artifact, so the report's run uses each run's last checkpoint version (the artifact the runner
+logs at each segment's end, train/contract/lineage.py): the lineage graph reads training run -> checkpoint
+-> report. A run that logged no checkpoint (W&B disabled, or older code) is not linked, and is listed.
+"""
 
 from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from report.write import table_values
+from train.contract import lineage
+from train.contract.names import keep_caches_in
+
+DEFAULT_PROJECT = "precision-depth-gpus"  # the runner's --project default
+
+
+@dataclass
+class Logged:
+    where: str  # the offline folder to `wandb sync`, or the run's URL
+    linked: int  # runs whose checkpoint it uses
+    unlinked: list[str] = field(default_factory=list)  # names of runs it could not link
+
+
+def log_results(out_dir: str, source: str, runs, rows, plots: list[str], mode: str) -> Logged:
+    """The report's W&B run (offline: in OUT/wandb, synced later after the runs themselves). Raises with a
+    one-line reason when W&B cannot start it."""
+    os.environ.pop("WANDB_SERVICE", None)  # a service of its own (see train/runner/tracking.py)
+    keep_caches_in(out_dir)
+    import wandb
+
+    project, entity = _most_common(runs, "project") or DEFAULT_PROJECT, _most_common(runs, "entity")
+    run = wandb.init(mode=mode, job_type=lineage.REPORT, project=project, entity=entity, dir=out_dir,
+                     name="report", config={"source": source, "runs": len(runs), "rows": len(rows)},
+                     settings=wandb.Settings(silent=True))
+    try:
+        linked, unlinked = 0, []
+        for r in runs:
+            if _use_checkpoint(wandb, run, r, mode):
+                linked += 1
+            else:
+                unlinked.append(r.name)
+        columns, data = table_values(rows)
+        run.log({"results": wandb.Table(columns=columns, data=data),
+                 **{f"plots/{os.path.splitext(p)[0]}": wandb.Image(os.path.join(out_dir, p)) for p in plots}})
+        where = run.url if mode == "online" else run.dir.removesuffix("/files").removesuffix("/")
+    finally:
+        run.finish()
+    return Logged(where, linked, unlinked)
+
+
+def _most_common(runs, key: str) -> str | None:
+    values = Counter(r.config.get(key) for r in runs if r.config.get(key))
+    return values.most_common(1)[0][0] if values else None
+
+
+def _use_checkpoint(wandb, run, r, mode: str) -> bool:
+    """Mark the run's last checkpoint version as the report run's input; False where it has none."""
+    if r.api_run is not None:
+        logged = [a for a in r.api_run.logged_artifacts() if a.type == lineage.CHECKPOINT_TYPE]
+        if not logged:
+            return False
+        run.use_artifact(logged[-1])
+        return True
+    record = r.checkpoint()
+    if record is None:
+        return False
+    lineage.use(run, _same_version(wandb, record), mode)
+    return True
+
+
+def _same_version(wandb, record: dict):
+    """An artifact with the manifest the run logged (same entries, same digest, so `wandb sync` finds that
+    version), built from the record without reading the files again: the checkpoint may be hundreds of MB."""
+    from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
+
+    art = wandb.Artifact(record["name"], type=record["type"])
+    for e in record["manifest"]["contents"]:
+        art.manifest.add_entry(ArtifactManifestEntry(path=e["path"], digest=e["digest"], ref=e.get("ref"),
+                                                     size=int(e["size"]) if e.get("size") else None))
+    return art
 
 
 def publish(entity: str, project: str, title: str, group: str | None = None) -> str:

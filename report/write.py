@@ -40,11 +40,26 @@ def write_csv(rows: list[Row], path: str) -> None:
 def table_lines(rows: list[Row]) -> list[list[str]]:
     """The all-points table: settings that tell rows apart as columns, then the columns some row measured."""
     keys, columns = differing(rows), measured(rows)
-    head = ["Precision", "Depth", "GPUs", *keys, "Runs"] + [
+    return [_head(keys, columns)] + [_settings(r, keys) + [cell(r, c) for c in columns] for r in rows]
+
+
+def table_values(rows: list[Row]) -> tuple[list[str], list[list]]:
+    """table_lines' columns and rows with the measured cells as numbers (the medians; None where missing), for a
+    table a user sorts and filters (the W&B Table of `--publish`)."""
+    keys, columns = differing(rows), measured(rows)
+    # Settings stay text (a pooled row's are "mixed"), as a Table column holds one type; the run count is one.
+    return _head(keys, columns), [_settings(r, keys)[:-1] + [len(r.runs)] + [r.values.get(c) for c in columns]
+                                  for r in rows]
+
+
+def _head(keys: list[str], columns: list[str]) -> list[str]:
+    return ["Precision", "Depth", "GPUs", *keys, "Runs"] + [
         f"{column_info(c)[0]} ({column_info(c)[1]})" if column_info(c)[1] else column_info(c)[0] for c in columns]
-    return [head] + [[r.precision + (f" {SHORT_MARK}" if r.short else ""), str(r.depth), r.where,
-                      *(_setting(r.facts.get(k)) for k in keys), str(len(r.runs))] + [cell(r, c) for c in columns]
-                     for r in rows]
+
+
+def _settings(r: Row, keys: list[str]) -> list[str]:
+    return [r.precision + (f" {SHORT_MARK}" if r.short else ""), str(r.depth), r.where,
+            *(_setting(r.facts.get(k)) for k in keys), str(len(r.runs))]
 
 
 def _setting(value) -> str:

@@ -26,6 +26,7 @@ class FakeGpu:
         self.fields = {197: (0, 3), 198: (0, 3), 83: (0, 3), 186: (300_000, 1)}
         self.nvlink = {138: [0] * links, 139: [0] * links}
         self.unsupported: set[int] = set()
+        self.failing_links: set[int] = set()  # nvmlDeviceGetNvLinkState raises NVMLError(999, UNKNOWN) for these
         self.lost = False
         self.links = links
         self.memory_used = 10 * 2**30
@@ -142,6 +143,8 @@ class FakeNvml:
         return 16
 
     def nvmlDeviceGetNvLinkState(self, handle, link):
+        if link in self._gpu(handle).failing_links:
+            raise NVMLError(999)
         return 1
 
     def nvmlDeviceGetNvLinkVersion(self, handle, link):

@@ -24,6 +24,11 @@ except ModuleNotFoundError as e:  # run from a checkout that was never installed
 
 if __name__ == "__main__":
     parse_args(sys.argv[1:])  # --help and flag errors answer before torch is imported (2 s, 700 MB)
+    from train.launch.elastic import job_ended
+
+    _ended = job_ended()
+    if _ended is not None:  # restarted after the job ended on purpose: end the same way (it was said already)
+        sys.exit(_ended)
 
 import torch  # noqa: E402
 
@@ -31,6 +36,7 @@ from train.contract.errors import EXIT_DIVERGED, RunFailed, UsageError, first_li
 from train.launch import elastic  # noqa: E402
 from train.launch.signals import StopRequest  # noqa: E402
 from train.runner.options import RunConfig, check_out_dir  # noqa: E402
+from train.runner.resume import restart_env  # noqa: E402
 from train.runner.session import pick_device, train  # noqa: E402
 
 
@@ -47,8 +53,10 @@ def launch_workers(cfg: RunConfig, argv: list[str]) -> int:
     gpus = cfg.gpus or visible or 1
     if cuda and gpus > visible:
         raise UsageError(f"--gpus {gpus}: this node shows {visible} CUDA device(s)")
+    env = restart_env(cfg)  # refused (several nodes without --name) before anything is written
     check_out_dir(cfg.out_dir)
-    return elastic.launch(gpus, cfg.nodes, cfg.rdzv_endpoint, cfg.rdzv_id, cfg.dist_timeout, argv)
+    return elastic.launch(gpus, cfg.nodes, cfg.rdzv_endpoint, cfg.rdzv_id, cfg.dist_timeout, argv,
+                          cfg.max_restarts, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     code = _main(argv, worker, started)
+    if worker is not None:
+        elastic.record_end(code)  # an end a restart would repeat: the restarted workers leave at once
     if worker is not None and code != 0:
         # A worker leaving on an error, its W&B run already finished: skip the C++ teardown, which can abort
         # (SIGABRT) when a peer has gone first, and would turn a clear exit status into a signal.
@@ -76,6 +86,7 @@ def _main(argv: list[str], worker: dict | None, started: float) -> int:
         cfg = parse_args(argv)
         if worker is None and (cfg.gpus is not None or cfg.use_ddp or cfg.nodes > 1):
             return launch_workers(cfg, argv)
+        elastic.check_max_restarts(cfg.max_restarts, worker)
         stop = StopRequest(announce=worker is None or worker["rank"] == 0).install()
         result = train(cfg, worker, stop, started=started)
         if result.get("preempted"):

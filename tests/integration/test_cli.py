@@ -17,7 +17,7 @@ OPTIONS = ["--depth", "--precision", "--epochs", "--max-steps", "--batch-size", 
            "--resume", "--nvml-hz", "--wandb-stats-interval", "--wandb-init-timeout", "--gpus", "--nodes",
            "--rdzv-endpoint", "--rdzv-id", "--dist-timeout", "--grad-compress", "--lr-scaling", "--target-acc",
            "--stop-at-acc", "--use_34", "--use_50", "--use_amp", "--use_half", "--use_cuda", "--use_ddp", "--num_workers",
-           "--epoch", "--batch_size", "--compile"]
+           "--epoch", "--batch_size", "--compile", "--max-restarts"]
 
 
 def test_help_and_the_options_page_explain_every_option():
@@ -88,6 +88,8 @@ def _one_line_error(result, *words):
     pytest.param(["--device", "cuda", "--dataset", "synthetic"], ["cuda"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="asserts that no GPU is visible")),
     (["--resume", "auto", "--dataset", "synthetic"], ["--resume auto", "--name"]),
+    (["--max-restarts", "-1"], ["--max-restarts", "integer >= 0", "-1"]),
+    (["--max-restarts", "two"], ["--max-restarts", "integer >= 0", "two"]),
 ])
 def test_bad_flags_get_one_line_and_exit_2(args, words):
     _one_line_error(run_in_process(*args), *words)
@@ -96,6 +98,17 @@ def test_bad_flags_get_one_line_and_exit_2(args, words):
 def test_a_bad_flag_on_the_command_line_is_one_line_and_exit_2():
     """The real command: train/run.py answers a bad flag before importing torch, in the same one line."""
     _one_line_error(run_cli("--lr", "fast"), "--lr", "fast")
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], ["--max-restarts 1", "--gpus", "--resume auto"]),  # a single process: nothing would restart it
+    (["--gpus", "1", "--nodes", "2", "--rdzv-endpoint", "127.0.0.1:1"], ["--max-restarts", "--name"]),
+], ids=["single process", "several nodes without --name"])
+def test_max_restarts_where_a_restart_could_not_work_gets_one_line_and_writes_nothing(tmp_path, args, words):
+    result = run_cli("--max-restarts", "1", *args, "--dataset", "synthetic", "--device", "cpu", "--out-dir",
+                     str(tmp_path / "runs"))
+    _one_line_error(result, *words)
+    assert not os.path.exists(tmp_path / "runs")
 
 
 def test_missing_dataset_gets_one_line_naming_the_path(tmp_path):
@@ -230,3 +243,24 @@ def test_resume_auto_plans_a_start_a_continuation_or_nothing_and_leaves_the_conf
     with pytest.raises(UsageError, match="no checkpoint at"):
         plan_resume(parse_args(["--resume", str(tmp_path)]))
     assert plan_resume(parse_args(["--name", "n"])) == ResumePlan(name="n")
+
+
+def test_a_restarted_worker_continues_the_run_the_first_start_began(tmp_path, monkeypatch):
+    """The elastic agent's restart (TORCHELASTIC_RESTART_COUNT > 0) of a command without --resume continues
+    OUT_DIR/NAME from its checkpoint; under restarts a run whose folder a restart could not find is refused."""
+    from train.contract.errors import UsageError
+    from train.runner import checkpoint
+    from train.runner.resume import plan_resume
+
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    first, restarted = {"restart": 0, "max_restarts": 1}, {"restart": 1, "max_restarts": 1}
+    cfg = parse_args(["--name", "r", "--out-dir", str(tmp_path)])
+    os.makedirs(tmp_path / "r")
+    open(tmp_path / "r" / checkpoint.FILENAME, "wb").close()
+    assert plan_resume(cfg, restarted).checkpoint == str(tmp_path / "r" / checkpoint.FILENAME)
+    assert cfg.resume is None  # as parsed: the plan is the restart's
+    assert plan_resume(cfg, first).checkpoint is None  # a first start without --resume: a new run, as ever
+    with pytest.raises(UsageError, match="--max-restarts.*--name"):
+        plan_resume(parse_args(["--out-dir", str(tmp_path)]), first)  # torchrun --max-restarts, no --name
+    monkeypatch.setenv("WANDB_RUN_ID", "abc")  # what launch() fixes on one node: the name is made from it
+    assert plan_resume(parse_args(["--out-dir", str(tmp_path)]), restarted).run_dir == str(tmp_path / "r18-fp32-abc")

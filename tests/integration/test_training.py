@@ -23,6 +23,7 @@ from train.contract.errors import UsageError
 from train.runner import checkpoint
 from train.runner.options import parse_args
 from train.runner.session import train
+from train.runner.wandb_config import wandb_config
 
 CPU_TRAINS = {"fp32", "amp_bf16", "bf16"}
 CPU_REFUSES = {"tf32": "TF32", "amp_fp16": "float16", "fp16": "float16"}
@@ -173,3 +174,15 @@ def test_training_learns_the_tiny_dataset(tmp_path, precision, loader):
                                 "16", "--lr", "0.02", "--wandb-mode", "disabled", "--precision", precision, "--device", "cpu",
                                 "--loader", loader, "--num-workers", "0"]))
     assert summary["test/best_acc"] > 0.35  # ten colour-coded classes: chance is 0.1
+
+
+def test_the_run_config_records_the_users_peak_and_its_source(tmp_path, monkeypatch):
+    # MFU's denominator: a card the datasheet table gets wrong (or lacks) is measured against the user's figure,
+    # and the config says so, as the report divides by whatever peak_flops_per_s holds. The config is caught on
+    # its way to W&B (an offline W&B run read back costs ~10 s more).
+    from train.runner import session
+
+    configs = []
+    monkeypatch.setattr(session, "wandb_config", lambda *a, **k: configs.append(wandb_config(*a, **k)) or configs[-1])
+    _run(tmp_path, "--peak-tflops", "123.5")
+    assert configs[0]["system"]["peak_flops_per_s"] == 123.5e12 and configs[0]["system"]["peak_source"] == "user"

@@ -101,10 +101,11 @@ def test_two_nodes_on_localhost_make_one_job(tmp_path, how):
     assert summary["config"]["system"]["cpu_threads"] == 1  # the cores it may run on, not the machine's
 
 
-def test_a_usage_error_in_the_workers_is_one_line_for_the_whole_job(tmp_path):
+@pytest.mark.parametrize("restarts", [[], ["--max-restarts", "2"]], ids=["", "not retried by --max-restarts"])
+def test_a_usage_error_in_the_workers_is_one_line_for_the_whole_job(tmp_path, restarts):
     result = subprocess.run([sys.executable, RUN, "--gpus", "2", "--data-dir", str(tmp_path / "none"), "--out-dir",
-                             str(tmp_path / "runs"), "--wandb-mode", "offline"], env=_env(), capture_output=True,
-                            text=True, timeout=300)
+                             str(tmp_path / "runs"), "--wandb-mode", "offline", *restarts], env=_env(),
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "CIFAR-10 not found" in errors[0] and "Traceback" not in result.stderr
@@ -154,17 +155,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT], ids=["SIGUSR1", "SIGTERM", "SIGINT"])
-def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path, sig):
+@pytest.mark.parametrize("sig, restarts", [(signal.SIGUSR1, []), (signal.SIGTERM, []), (signal.SIGINT, []),
+                                           (signal.SIGUSR1, ["--max-restarts", "1"])],
+                         ids=["SIGUSR1", "SIGTERM", "SIGINT", "SIGUSR1 not retried by --max-restarts"])
+def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_continues(tmp_path, sig, restarts):
     """Slurm's warning signal (SIGUSR1) or SIGTERM (time limit, scancel, preemption) reaches the launcher; its
     workers agree at a log window, checkpoint, exit 75, and so does the launcher; the same command continues the
     one W&B run. Under SIGTERM rank 0 is stalled (SIGSTOP) in the middle of writing its checkpoint: no rank may
     leave before it has saved and finished W&B, or the elastic agent would SIGTERM it and SIGKILL it 30 s on.
     The continuation is run once, after SIGTERM: a checkpoint does not depend on the signal that asked for it.
-    Ctrl-C (SIGINT) on the launcher stops the workers the same way, and the job exits 130, as an interrupt."""
+    Ctrl-C (SIGINT) on the launcher stops the workers the same way, and the job exits 130, as an interrupt.
+    Under --max-restarts the agent would restart workers that exited 75: a stop is not retried, the job exits 75."""
     cmd = [sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "12", "--batch-size", "4",
            "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "60", "--out-dir", str(tmp_path),
-           "--name", "ddp-pre", "--resume", "auto"]
+           "--name", "ddp-pre", "--resume", "auto", *restarts]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "step 3/12" in line:
@@ -208,3 +212,99 @@ def test_a_stop_signal_to_the_launcher_checkpoints_every_worker_and_the_job_cont
                 steps.append(record["history"]["item"]["train/step"])
     assert len(ids) == 1 and steps == list(range(1, 13))
     assert states[-1] == "finished"
+
+
+def test_a_worker_killed_once_is_restarted_and_the_job_ends_as_the_unbroken_one(tmp_path):
+    """--max-restarts 1: rank 1 SIGKILLed after the first periodic checkpoint gets the elastic agent to restart
+    both workers; the command has no --resume, yet the restart continues the run from that checkpoint, in the
+    same folder and W&B run, and ends with the unbroken job's steps, accuracy and weights."""
+    from conftest import write_cifar
+
+    data = write_cifar(str(tmp_path / "data"), per_batch=8, n_test=8)  # 40 images: 5 steps an epoch per rank
+    env = {**_env(), "OMP_NUM_THREADS": "1"}  # one thread a worker: the two jobs compute bit for bit alike
+    common = [sys.executable, RUN, "--gpus", "2", "--data-dir", data, "--epochs", "2", "--batch-size", "4",
+              "--ckpt-every", "1", "--log-every", "1", "--warmup-steps", "1", "--wandb-mode", "offline",
+              "--dist-timeout", "30", "--device", "cpu", "--max-restarts", "1"]
+    out = tmp_path / "killed"
+    jobs = [subprocess.Popen([*common, "--out-dir", str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for d in (tmp_path / "whole", out)]  # side by side: the test takes less
+    deadline = time.time() + 120
+    while not list(out.glob("*/checkpoint.pt")) and time.time() < deadline and jobs[1].poll() is None:
+        time.sleep(0.01)  # the checkpoint at the end of epoch 1 (step 5)
+    victim = _rank_pid(str(out), 1)
+    assert victim, "rank 1 not found"
+    os.kill(victim, signal.SIGKILL)  # once: the restarted rank 1 is another process
+    (_, whole_err), (stdout, stderr) = (job.communicate(timeout=240) for job in jobs)
+    assert jobs[0].returncode == 0, whole_err[-2000:]
+    assert jobs[1].returncode == 0, stderr[-2000:]
+    assert "restart 1 of 1" in stdout and "at step 5 (epoch 2" in stdout, stdout
+    [run_dir] = [d for d in out.iterdir() if not d.name.startswith(".")]  # one run folder: the restart's too
+    [whole_dir] = [d for d in (tmp_path / "whole").iterdir() if not d.name.startswith(".")]
+    a, b = (json.load(open(d / "result.json")) for d in (whole_dir, run_dir))
+    assert (a["train/segments"], b["train/segments"]) == (1, 2)
+    for key in ("train/steps", "train/images", "test/last_acc", "test/loss"):
+        assert b[key] == a[key], key
+    import torch
+
+    wa, wb = (torch.load(d / "checkpoint.pt", weights_only=True)["state"]["model"] for d in (whole_dir, run_dir))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    segments = sorted((run_dir / "wandb").glob("offline-run-*"))
+    summaries = [json.loads(_inspect(s, "--summary")) for s in segments]
+    assert len(segments) == 2 and len({s["run_id"] for s in summaries}) == 1
+    assert summaries[-1]["state"] == "finished"
+    steps = [json.loads(line)["history"]["item"]["train/step"] for line in _inspect(segments[-1]).splitlines()
+             if '"train/loss"' in line and json.loads(line).get("type") == "history"]
+    assert steps == list(range(6, 11))  # the restart logged on from its checkpoint's step
+
+
+def test_torchrun_max_restarts_continues_the_run_named_with_resume_auto(tmp_path):
+    """The torchrun command docs/cluster.md gives: torchrun's own restarts, with --name and --resume auto (and
+    the agent's store sharing off), continue the run after rank 1 is SIGKILLed."""
+    from conftest import write_cifar
+
+    data = write_cifar(str(tmp_path / "data"), per_batch=8, n_test=8)
+    env = {**_env(), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    proc = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node", "2", "--max-restarts", "1", RUN,
+                             "--name", "tr", "--resume", "auto", "--data-dir", data, "--epochs", "2", "--batch-size",
+                             "4", "--ckpt-every", "1", "--wandb-mode", "offline", "--dist-timeout", "30", "--device",
+                             "cpu", "--out-dir", str(tmp_path / "runs")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "runs" / "tr" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    victim = _rank_pid(str(tmp_path / "runs"), 1)
+    assert victim, "rank 1 not found"
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "restart 1 of 1" in stdout and "at step 5 (epoch 2" in stdout, stdout
+    assert "#135712" not in stderr  # the store sharing is off: nothing to warn of
+    assert json.load(open(tmp_path / "runs" / "tr" / "result.json"))["train/steps"] == 10
+    assert len(list((tmp_path / "runs" / "tr" / "wandb").glob("offline-run-*"))) == 2
+
+
+def test_a_worker_killed_again_after_the_last_restart_ends_the_job_saying_the_restarts_are_used_up(tmp_path):
+    """--max-restarts 1, rank 1 killed before any checkpoint and again after the restart: the restart started
+    the run anew in the same folder (the launcher fixed its id); the second death ends the job, naming it."""
+    proc = subprocess.Popen([sys.executable, RUN, "--gpus", "2", "--dataset", "synthetic", "--max-steps", "10000",
+                             "--batch-size", "4", "--log-every", "1", "--wandb-mode", "offline", "--dist-timeout", "30",
+                             "--device", "cpu", "--max-restarts", "1", "--out-dir", str(tmp_path)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = []
+    deadline = time.time() + 240
+    for line in proc.stdout:  # training runs (a step is printed): kill rank 1, once in each worker group
+        if "step 1/" in line and time.time() < deadline:
+            victim = _rank_pid(str(tmp_path), 1)
+            assert victim and victim not in killed, "rank 1 not found"
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            if len(killed) == 2:
+                break
+    _, stderr = proc.communicate(timeout=120)
+    assert len(killed) == 2 and proc.returncode == 1, stderr[-2000:]
+    assert "rank 1 was killed by SIGKILL" in stderr.splitlines()[-1]
+    assert "after 1 restart (all that --max-restarts 1 allows)" in stderr.splitlines()[-1]
+    [run_dir] = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
+    segments = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and len({json.loads(_inspect(s, "--summary"))["run_id"] for s in segments}) == 1

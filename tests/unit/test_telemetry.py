@@ -152,6 +152,15 @@ def test_static_facts_give_link_peaks():
     assert facts["nvlink_peak_bytes_per_s"] == pytest.approx(450e9)
 
 
+def test_one_nvlink_that_cannot_be_read_leaves_out_that_link_only():
+    # One nvmlDeviceGetNvLinkState call raising used to drop every NVLink fact (0 active links, no peak).
+    gpu = FakeGpu()
+    gpu.failing_links = {3}
+    facts = telemetry.static_facts(FakeNvml([gpu]), 0)
+    assert facts["nvlink_active_links"] == 17 and facts["nvlink_unreadable_links"] == 1
+    assert facts["nvlink_version"] == "4.0" and facts["nvlink_peak_bytes_per_s"] == pytest.approx(17 * 25e9)
+
+
 def test_missing_library_leaves_the_run_without_telemetry_and_says_why(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails as if not installed

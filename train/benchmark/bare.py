@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - started
     throughput.add([s for s, _ in timer.collect()])
     return {**throughput.summary(), "time/train_s": wall, "time/compile_s": compile_s, "train/steps": step,
-            "final_loss": float(loss.detach().float()), "device": device.type}
+            "final_loss": float(loss.detach().float()), "device": device.type, "device_name": setup.device_name(device)}
 
 
 def main(argv: list[str] | None = None) -> int:

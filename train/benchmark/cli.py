@@ -257,19 +257,31 @@ def cpu_features() -> str:
 
 def refusal(device_choice: str, prec: str, compile_mode: str) -> str | None:
     """The runner's one-line refusal of a point by rule, checked here (by the same code) instead of in a process
-    that would only start to refuse; the probe step, which can refuse too, runs in the point's process."""
+    that would only start to refuse; the probe step, which can refuse too, runs in the point's process.
+
+    Without touching CUDA, as the runner's launcher: a context here would sit in every point's nvml/memory_used
+    and, under EXCLUSIVE_PROCESS compute mode, keep the points off the GPU. So the compute-capability rule (it
+    needs a context) is left to the point's process, which refuses in one line as it would here."""
     import torch
 
     from train.numerics import compiling, precision
 
-    cuda = device_choice != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    cuda = device_choice != "cpu" and torch.cuda.is_available()  # NVML or the driver's count: no context
+    device = torch.device("cuda" if cuda else "cpu")
     try:
-        precision.get(prec).check_device(device, probe=False)  # the point's own process probes, set-up running
+        precision.get(prec).check_rules(device.type, None, device.type)
         compiling.check(compile_mode, device)
     except UsageError as e:
         return str(e)
     return None
+
+
+def device_label(rows: list[dict], gpu: bool) -> str:
+    """Where the points ran, by their own processes' word (the parent never asks CUDA: see refusal)."""
+    if not gpu:
+        return "CPU"
+    names = sorted({r["device_name"] for r in rows if r.get("device_name")})
+    return f"GPU {', '.join(names)}" if names else "GPU (name unknown: no point ran)"
 
 
 # --- output ------------------------------------------------------------------------------------------------
@@ -533,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def benchmark(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.perf_counter()
+    # GPUs counted through NVML, as by the runner's launcher: the driver's own count (cuInit) opens the CUDA
+    # driver in this process, which trains nothing (see refusal). The points inherit it, as the workers do.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import torch  # after the flags: --help and flag errors answer at once
 
     gpu = args.device != "cpu" and torch.cuda.is_available()
@@ -545,7 +560,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> int:
             if len(groups) > 1 else ""
         print(f"== setting up {len(group)} point(s) at once{where}; their logs are in {args.out_dir}/", flush=True)
         run_group(pl, group, rows)
-    where = f"GPU {torch.cuda.get_device_name()}" if gpu else "CPU"
+    where = device_label(rows, gpu)
     print_tables(pl, rows, where, torch.__version__)
     raw = os.path.join(args.out_dir, f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json")
     with open(raw, "w") as f:

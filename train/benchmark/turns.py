@@ -21,6 +21,7 @@ import json
 import os
 import time
 
+from train.contract import lineage
 from train.runner.hooks import Hooks
 
 ENV = "TRAIN_TURNS"
@@ -29,6 +30,8 @@ ENV = "TRAIN_TURNS"
 class Turns(Hooks):
     """The point's side of the turns; the runner registers it as its hooks (train/runner/hooks.py), and the bare
     loop calls it as the runner's loop does."""
+
+    job_type = lineage.BENCHMARK  # the runner's W&B run is a benchmark point, not a training run of the study
 
     def __init__(self, read_fd: int, write_fd: int, steps: int):
         self.steps = steps

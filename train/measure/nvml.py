@@ -15,6 +15,7 @@ from train.measure.idle_power import measure_idle_power
 from train.measure.nvml_fields import (
     COUNTER_FIELDS,
     GPU_IS_LOST,
+    NOT_SUPPORTED,
     NVLINK_LINK_COUNT,
     NVLINK_VERSIONS,
     PCIE_THROUGHPUT_PERIOD_S,
@@ -156,17 +157,36 @@ def static_facts(nvml, handle) -> dict:
     put("pcie_max_width", lambda: nvml.nvmlDeviceGetMaxPcieLinkWidth(handle))
     if "pcie_max_generation" in facts and "pcie_max_width" in facts:
         facts["pcie_peak_bytes_per_s"] = pcie_bandwidth(facts["pcie_max_generation"], facts["pcie_max_width"])
+    facts.update(_nvlink_facts(nvml, handle))
+    return facts
+
+
+def _nvlink_facts(nvml, handle) -> dict:
+    """Active links and their peak. Each link is asked on its own: one link's failing call (a link in reset, a
+    driver that cannot tell) leaves that link out and says how many were, instead of dropping every NVLink fact."""
     try:
         count_field = nvml.nvmlDeviceGetFieldValues(handle, [NVLINK_LINK_COUNT])[0]
         links = int(decode(count_field)[0]) if count_field.nvmlReturn == SUCCESS else 0
-        active = [link for link in range(links) if nvml.nvmlDeviceGetNvLinkState(handle, link) == 1]
-        facts["nvlink_active_links"] = len(active)
-        if active:
-            version, per_link = NVLINK_VERSIONS.get(nvml.nvmlDeviceGetNvLinkVersion(handle, active[0]), (None, None))
-            facts["nvlink_version"] = version
-            facts["nvlink_peak_bytes_per_s"] = per_link * len(active) if per_link else None
     except Exception:  # noqa: BLE001 - no NVLink on this GPU
-        facts.setdefault("nvlink_active_links", 0)
+        return {"nvlink_active_links": 0}
+    active, unreadable = [], 0
+    for link in range(links):
+        try:
+            if nvml.nvmlDeviceGetNvLinkState(handle, link) == 1:
+                active.append(link)
+        except Exception as e:  # noqa: BLE001 - this link only
+            unreadable += error_code(e) != NOT_SUPPORTED  # NOT_SUPPORTED: no such link (a PCIe card)
+    facts = {"nvlink_active_links": len(active)}
+    if unreadable:
+        facts["nvlink_unreadable_links"] = unreadable
+    for link in active:  # the version of the first link that tells it
+        try:
+            version, per_link = NVLINK_VERSIONS.get(nvml.nvmlDeviceGetNvLinkVersion(handle, link), (None, None))
+        except Exception:  # noqa: BLE001
+            continue
+        facts["nvlink_version"] = version
+        facts["nvlink_peak_bytes_per_s"] = per_link * len(active) if per_link else None
+        break
     return facts
 
 

@@ -85,6 +85,11 @@ def _split_from(paths: list[str]) -> Split:
     return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
 
 
+def cifar10_files(data_dir: str) -> list[str]:
+    """The files of the official layout a run reads: what its W&B data set artifact references."""
+    return [os.path.join(data_dir, FOLDER, f) for f in (*TRAIN_FILES, TEST_FILE, META_FILE)]
+
+
 def load_cifar10(data_dir: str, download: bool) -> tuple[Split, Split]:
     root = os.path.join(data_dir, FOLDER)
     if download:

@@ -27,19 +27,18 @@ class Precision:
 
     def set_backend_flags(self) -> dict:
         """Set TF32 for matmul and cuDNN conv explicitly: cuDNN's TF32 is on by default, so a plain
-        "fp32" convnet would silently run TF32. Returns the effective values for the run config."""
-        mode = "tf32" if self.tf32 else "ieee"
-        if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision"):
-            # torch >= 2.9: the new API only; mixing it with allow_tf32 raises on read.
+        "fp32" convnet would silently run TF32. Returns the effective values for the run config.
+
+        Both APIs, legacy first: with only the new `fp32_precision` set, torch 2.14 raises "mix of the legacy and
+        new APIs" on reading `allow_tf32` or `get_float32_matmul_precision()`, which Inductor's autotuner reads.
+        Setting the legacy flags first, then the new ones to the same value, leaves every getter agreeing."""
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        torch.backends.cudnn.allow_tf32 = self.tf32
+        if _has_new_tf32_api():  # torch >= 2.9; guarded by feature, as older or partial builds lack it
+            mode = "tf32" if self.tf32 else "ieee"
             torch.backends.cudnn.conv.fp32_precision = mode
             torch.backends.cudnn.rnn.fp32_precision = mode
             torch.backends.cuda.matmul.fp32_precision = mode
-            return {
-                "tf32_matmul": torch.backends.cuda.matmul.fp32_precision == "tf32",
-                "tf32_cudnn": torch.backends.cudnn.conv.fp32_precision == "tf32",
-            }
-        torch.backends.cuda.matmul.allow_tf32 = self.tf32
-        torch.backends.cudnn.allow_tf32 = self.tf32
         return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -73,26 +72,37 @@ class Precision:
         """Refuse, before any training, a precision the device cannot run: by rule first, then (with `probe`)
         by running one tiny training step in this precision (a missing kernel shows up there)."""
         where = _describe(device)
-        if device.type == "cpu" and self.tf32:
-            raise UsageError(f"precision {self.name} cannot run on {where}: TF32 is a tensor-core mode of NVIDIA GPUs "
-                             "from Ampere (compute capability 8.0) on; use fp32 on CPU")
-        if device.type == "cpu" and torch.float16 in (self.param_dtype, self.autocast_dtype):
-            # Measured 2026-11-25 (torch 2.15, Xeon with AVX512-FP16): a 64-channel 3x3 conv's forward+backward
-            # took 885 ms in fp16 against 10.7 ms in fp32; a ResNet-18 amp_fp16 step took ~190x an fp32 one.
-            raise UsageError(f"precision {self.name} cannot run usefully on {where}: PyTorch's CPU convolution "
-                             "backward has no fast float16 kernel (a ResNet step takes over 100x its fp32 time); "
-                             "use bf16 or amp_bf16 on CPU, or run fp16 on a GPU")
-        if device.type == "cuda" and self.needs_ampere:
-            major, minor = torch.cuda.get_device_capability(device)
-            if major < 8:
-                raise UsageError(f"precision {self.name} cannot run on {where} (compute capability {major}.{minor}): "
-                                 "it needs an Ampere or newer GPU (8.0+)")
+        self.check_rules(device.type, torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
+                         where)
         if not probe:
             return
         try:
             _probe_step(self, device)
         except Exception as e:  # noqa: BLE001 - any failure here means "this device cannot run it"
             raise UsageError(f"precision {self.name} cannot run on {where}: {first_line(e)}") from None
+
+    def check_rules(self, device_type: str, capability: tuple[int, int] | None, where: str) -> None:
+        """The refusals by rule alone. `capability` None on CUDA: not known without a CUDA context (the
+        benchmark's parent asks before its points start, and must not create one), so that rule is left to
+        check_device in the process that trains."""
+        if device_type == "cpu" and self.tf32:
+            raise UsageError(f"precision {self.name} cannot run on {where}: TF32 is a tensor-core mode of NVIDIA GPUs "
+                             "from Ampere (compute capability 8.0) on; use fp32 on CPU")
+        if device_type == "cpu" and torch.float16 in (self.param_dtype, self.autocast_dtype):
+            # Measured 2026-11-25 (torch 2.15, Xeon with AVX512-FP16): a 64-channel 3x3 conv's forward+backward
+            # took 885 ms in fp16 against 10.7 ms in fp32; a ResNet-18 amp_fp16 step took ~190x an fp32 one.
+            raise UsageError(f"precision {self.name} cannot run usefully on {where}: PyTorch's CPU convolution "
+                             "backward has no fast float16 kernel (a ResNet step takes over 100x its fp32 time); "
+                             "use bf16 or amp_bf16 on CPU, or run fp16 on a GPU")
+        if device_type == "cuda" and self.needs_ampere and capability is not None and capability[0] < 8:
+            raise UsageError(f"precision {self.name} cannot run on {where} (compute capability "
+                             f"{capability[0]}.{capability[1]}): it needs an Ampere or newer GPU (8.0+)")
+
+
+def _has_new_tf32_api() -> bool:
+    cudnn = torch.backends.cudnn
+    return all(hasattr(getattr(cudnn, op, None), "fp32_precision") for op in ("conv", "rnn")) and hasattr(
+        torch.backends.cuda.matmul, "fp32_precision")
 
 
 def _describe(device: torch.device) -> str:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+from train.contract import lineage
+
 
 class Hooks:
+    job_type = lineage.TRAIN  # the W&B run's job_type: a tool that paces the run says what kind of run it is
+
     def ready(self, setup_s: float, warm_up: Callable[[], float] | None) -> None:
         """Set up, before the first step; `warm_up` (None once compiling has warmed up) runs one untimed forward
         and backward, for a tool that wants the first timed step to find kernels chosen and memory allocated."""

@@ -102,10 +102,12 @@ def fit(t: Training) -> dict:
 def _fit(t: Training, window: LogWindow) -> dict | None:
     """The epochs; {"preempted": True, ...} after a stop signal, else None."""
     progress, loader, sums = t.state.progress, t.state.loader, t.state.epoch
-    while t.plan.continues(progress.step, loader.epoch) and not progress.end:
+    # An open epoch is closed even with no step left to train: a run stopped at the step that ended its epoch
+    # (before its record and evaluation) does them when resumed, as the unbroken run did right after that step.
+    while (sums.open or t.plan.continues(progress.step, loader.epoch)) and not progress.end:
         epoch, clock = loader.epoch, EpochClock()
         # "stop" (a signal: checkpoint, to be continued) or "diverged" (a result: the run is over)
-        ended = _train_epoch(t, window, clock)
+        ended = _train_epoch(t, window, clock) if t.plan.continues(progress.step, epoch) else None
         if ended:
             elapsed = clock.elapsed()  # the window's read synced the device
             progress.train_time_s += elapsed
@@ -125,7 +127,8 @@ def _fit(t: Training, window: LogWindow) -> dict | None:
 
 
 def _train_epoch(t: Training, window: LogWindow, clock: EpochClock) -> str | None:
-    """The epoch's steps (the rest of them, after a resume); "stop" or "diverged" when a log window ends the run."""
+    """The epoch's steps (the rest of them, after a resume); "stop" or "diverged" when a log window ends the run
+    (always one inside the epoch: the loader has not moved on)."""
     progress, loader = t.state.progress, t.state.loader
     epoch = loader.epoch
     _start_step(t, window)
@@ -138,16 +141,19 @@ def _train_epoch(t: Training, window: LogWindow, clock: EpochClock) -> str | Non
         window.after_step()
         # One process stops at the next step; several agree at a log window, through its gather.
         stop_here = t.stopping.requested()
-        if progress.step % t.plan.log_every == 0 or t.stopping.now(stop_here):
+        due = progress.step % t.plan.log_every == 0 or t.stopping.now(stop_here)
+        # The epoch's last step (its last batch, or --max-steps) ends a window here, before the loader moves to
+        # the next epoch: a stop at it leaves the position inside this epoch, which the resume then closes.
+        last = loader.step == len(loader) or progress.step >= t.plan.total_steps
+        if due or last:
             ended = window.log(epoch, stop_here)
             if ended:
                 return ended
-            clock.pause(t.hooks.after_window(progress.step, t.state.nvml))
+            if due:  # a window only because the epoch ended gives no turn (train/benchmark/turns.py)
+                clock.pause(t.hooks.after_window(progress.step, t.state.nvml))
         if progress.step >= t.plan.total_steps:
             break
         _start_step(t, window)
-    if window.pending:
-        return window.log(epoch, t.stopping.requested())
     return None
 
 

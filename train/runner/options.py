@@ -150,6 +150,12 @@ class RunConfig:
     rdzv_id: str | None = option(None, "rendezvous id shared by the nodes of one job (default: $SLURM_JOB_ID)", DDP)
     dist_timeout: float = option(600.0, "seconds before a dead or hung rank ends the job (rendezvous and "
                                  "collectives)", DDP, type=_positive_float, metavar="S")
+    max_restarts: int = option(0, "restart the job's workers up to N times when one dies (killed, a failed "
+                               "collective): each restart continues the run from its latest checkpoint (see "
+                               "--ckpt-every) in the same W&B run, with or without --resume; a stop, a "
+                               "divergence or a usage error is not retried. Needs a launch (--gpus, --nodes; "
+                               "--gpus 1 for one process); several nodes need --name. Under torchrun: torchrun's "
+                               "own --max-restarts", DDP, type=_non_negative_int, metavar="N")
     grad_compress: str = option("none", "gradient all-reduce in 16 bits (PyTorch's compression hooks); pure "
                                 "fp16/bf16 models already reduce 16-bit gradients", DDP, identity=True,
                                 choices=("none", "fp16", "bf16"))
@@ -157,6 +163,10 @@ class RunConfig:
                           "compiler): default, max-autotune (slower compile, tuned kernels) or reduce-overhead "
                           "(CUDA graphs on GPUs, as default on CPU); compile time is left out of images/s and "
                           "logged as time/compile_s", MODEL, identity=True, choices=COMPILE_MODES)
+    peak_tflops: float | None = option(None, "the GPU's dense peak TFLOP/s for this run's precision, for MFU, "
+                                       "over the datasheet table (train/measure/peaks.py); the run's config "
+                                       "records it with peak_source user", DEVICE, type=_positive_float,
+                                       metavar="TFLOPS")
     out_dir: str = option("runs", "runs are written to OUT_DIR/NAME/ (checkpoint, W&B files)", OUTPUT)
     project: str = option("precision-depth-gpus", "W&B project", OUTPUT)
     entity: str | None = option(None, "W&B entity (user or team)", OUTPUT)
@@ -175,7 +185,8 @@ class RunConfig:
                           metavar="K")
     ckpt_every: int = option(0, "also checkpoint every N epochs (0: only at the end)", OUTPUT,
                              type=_non_negative_int)
-    ckpt_artifact: bool = option(False, "log the final checkpoint as a W&B model artifact (no staging copy)", OUTPUT)
+    ckpt_artifact: bool = option(False, "also upload the final checkpoint as a W&B model artifact (no staging copy); "
+                                 "each segment's checkpoint is logged as a reference regardless", OUTPUT)
     nvml_hz: float = option(10.0, "GPU telemetry samples per second from NVML, this process's GPU only (0: off)",
                             OUTPUT, type=_non_negative_float)
     idle_power_s: float = option(3.0, "seconds of idle power measured on this process's GPU before training, "

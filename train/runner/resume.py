@@ -4,6 +4,7 @@ a ResumePlan; the RunConfig stays as parsed."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import string
@@ -44,8 +45,14 @@ class ResumePlan:
     note: str | None = None
 
 
-def plan_resume(cfg: RunConfig) -> ResumePlan:
-    """--resume as a plan: a checkpoint file, a run folder holding one, or auto; nothing given, a new run."""
+def plan_resume(cfg: RunConfig, worker: dict | None = None) -> ResumePlan:
+    """--resume as a plan: a checkpoint file, a run folder holding one, or auto; nothing given, a new run. In a
+    worker group the elastic agent restarted (`worker`'s restart > 0), nothing given is auto: the restart
+    continues the run the first start began, from its latest checkpoint."""
+    if worker and worker.get("max_restarts"):
+        check_restartable(cfg)
+    if worker and worker.get("restart") and not cfg.resume:
+        cfg = dataclasses.replace(cfg, resume="auto")
     if cfg.resume == "auto":
         run_dir, name = auto_run_dir(cfg)
         if not _holds_a_run(run_dir):
@@ -69,6 +76,27 @@ def plan_resume(cfg: RunConfig) -> ResumePlan:
         return ResumePlan(run_dir=run_dir, name=name, ended=ended[0], hint=ended[1])
     extends = os.path.exists(os.path.join(run_dir, checkpoint.RESULT_FILE))  # it proved an end, not this one's
     return ResumePlan(run_dir=run_dir, name=name, checkpoint=checkpoint.resolve(resume), extends=extends)
+
+
+def check_restartable(cfg: RunConfig) -> None:
+    """Under restarts (--max-restarts, torchrun's too) each restart's rank 0 must find the run folder the first
+    start used: refused when its name would come from a run id drawn anew by each start."""
+    if (cfg.resume and cfg.resume != "auto") or cfg.name or os.environ.get("WANDB_RUN_ID"):
+        return
+    raise UsageError("restarts (--max-restarts) continue the run from its latest checkpoint, so each must find "
+                     "its folder: give --name NAME")
+
+
+def restart_env(cfg: RunConfig) -> dict:
+    """What launch() passes to its workers so that every restart continues the same run: a run id fixed before
+    the first start ($WANDB_RUN_ID, as a W&B agent fixes it), so a restart before the first checkpoint starts
+    the same W&B run in the same folder. On one node only: each node's launcher would draw another, and a
+    restart may make another node's worker rank 0; several nodes need --name (or --resume PATH)."""
+    if not cfg.max_restarts or os.environ.get("WANDB_RUN_ID"):
+        return {}
+    if cfg.nodes > 1 or cfg.resume == "auto":  # a fixed id would name a new run of --resume auto without --name
+        check_restartable(cfg)
+    return {} if cfg.nodes > 1 else {"WANDB_RUN_ID": new_run_id()}
 
 
 def auto_run_dir(cfg: RunConfig) -> tuple[str, str]:

@@ -18,10 +18,11 @@ import torch
 from train.contract.errors import EXIT_DIVERGED
 from train.contract.files import atomic_write
 from train.contract.names import keep_caches_in
-from train.launch import distributed
+from train.launch import distributed, elastic
 from train.launch.signals import StopRequest
 from train.measure import nvml
 from train.numerics import compiling
+from train.numerics.data import cifar10_files
 from train.numerics.precision import Precision
 from train.runner import checkpoint, setup
 from train.runner.backlog import Backlog
@@ -44,8 +45,10 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
     """One run in this process; `started`: when its set-up began (the process's start for a command-line run,
     whose imports count in time/setup_s), else now."""
     setup_started = time.perf_counter() if started is None else started
-    where = plan_resume(cfg)
+    where = plan_resume(cfg, worker)
     first = worker is None or worker.get("rank", 0) == 0  # one line for the job, not one per worker
+    if first:
+        _say_restart(worker)
     if where.ended:  # a run that reached its end (or diverged) is a result: never run again, never rewritten
         if first:
             print(f"{where.run_dir} has already ended ({where.ended}); nothing to do: {where.hint}")
@@ -65,6 +68,16 @@ def train(cfg: RunConfig, worker: dict | None = None, stop: StopRequest | None =
         return result
     finally:
         distributed.shutdown(ranks)
+
+
+def _say_restart(worker: dict | None) -> None:
+    """Rank 0's line about the elastic agent's restarts: which one this is, or, at the first start, why
+    torchrun's would fail."""
+    if worker and worker.get("restart"):
+        print(f"restart {worker['restart']} of {worker['max_restarts']}: a worker of this job failed; the elastic "
+              "agent restarted them all, which continue the run from its latest checkpoint", flush=True)
+    elif elastic.restart_warning(worker):
+        print(f"warning: {elastic.restart_warning(worker)}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -117,7 +130,7 @@ def _train(cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, stop:
         if summary.get("preempted"):
             return {**summary, "run_dir": run_dir, "run_id": run_id}
         result = {**summary, "run_dir": run_dir, "run_id": run_id, "precision": cfg.precision, "depth": cfg.depth,
-                  "device": device.type, "end": summary["train/end"]}
+                  "device": device.type, "device_name": setup.device_name(device), "end": summary["train/end"]}
         if ranks.is_main:
             write_result(os.path.join(run_dir, checkpoint.RESULT_FILE), result)
             _say_done(t, summary, size, run_dir)
@@ -153,7 +166,8 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
         console.say(changed)
     stepping, comm, compile_s = _stepping_model(b, model, resumed is not None, console)
     tracker = setup.build_tracker(cfg, ranks, mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name,
-                                  config=config, say=console.say)
+                                  config=config, say=console.say, job_type=b.hooks.job_type)
+    _use_inputs(tracker, cfg, config["data"], ckpt_path if resumed is not None else None)
     if resumed is not None and tracker.mode == "offline":
         relog(tracker, state.wandb_backlog, state.progress.step, console.say)
     meta = {"config": cfg.as_dict() | {"name": name}, "run_id": run_id, "experiment": b.identity}
@@ -164,6 +178,16 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
                  evaluation=evaluation, stopping=Stopping(b.stop, ranks), ranks=ranks, comm=comm, hooks=b.hooks,
                  profiler=setup.build_profiler(cfg, config, run_dir, device, ranks))
     return t, compile_s
+
+
+def _use_inputs(tracker, cfg: RunConfig, data_facts: dict, resumed_from: str | None) -> None:
+    """The W&B run's inputs in the lineage graph: the data set (none for synthetic data: nothing was read) and,
+    on a resume, the checkpoint it continues from (before training rewrites the file)."""
+    if cfg.dataset == "cifar10":
+        tracker.use_dataset(cifar10_files(cfg.data_dir), {"train_images": data_facts["train_images"],
+                                                          "test_images": data_facts["test_images"]})
+    if resumed_from is not None:
+        tracker.use_checkpoint(resumed_from)
 
 
 def _extend(state, plan: Plan, console: Console) -> None:
@@ -210,6 +234,7 @@ def _fit_and_close(t: Training, b: Built, params: int, setup_s: float, compile_s
     try:
         summary = fit(t)
         size = t.checkpointer.save(t.state.loader.epoch, last_step=True)
+        t.tracker.log_segment_checkpoint(t.checkpointer.path, size, t.state.progress.step, t.state.progress.segments)
         if summary.get("preempted"):
             t.console.say(f"stopped by {signal.Signals(b.stop.signal).name} at step {t.state.progress.step}: "
                           f"checkpoint at {t.checkpointer.path}; run the same command (with --resume auto, or "

@@ -5,6 +5,7 @@ loader settings, model, optimizer, LR schedule and loss scaler."""
 from __future__ import annotations
 
 import math
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,13 @@ def pick_device(choice: str) -> torch.device:
         raise UsageError("--device cuda (--use_cuda): no CUDA device is visible to PyTorch "
                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu or auto")
     return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name as NVML prints it (the FLOP-peak table's key), or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def build_policy(cfg: RunConfig) -> tuple[Precision, dict]:
@@ -131,14 +139,15 @@ def build_state(cfg: RunConfig, model: torch.nn.Module, opt: Optimization, train
 
 
 def build_tracker(cfg: RunConfig, ranks: Ranks, *, mode: str, why: str, run_dir: str, run_id: str, name: str,
-                  config: dict, say):
+                  config: dict, say, job_type: str):
     """The W&B run, on rank 0 only (the others log nothing)."""
     if not ranks.is_main:
         return NullTracker()
     return Tracker(mode=mode, why=why, run_dir=run_dir, run_id=run_id, name=name, project=cfg.project,
                    entity=cfg.entity, group=cfg.group or f"r{cfg.depth}-{cfg.precision}", tags=cfg.tags,
                    config=config, say=say, stats_interval=cfg.wandb_stats_interval,
-                   world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout)
+                   world_size=ranks.world_size, init_timeout=cfg.wandb_init_timeout,
+                   job_type=job_type)
 
 
 def build_hooks(ranks: Ranks) -> Hooks:

@@ -77,6 +77,10 @@ class EpochSums:
 
     Under DDP the job's sums are summed over ranks when the run stops; rank 0 saves them, and on resume only
     rank 0 takes them back (the others start from zero), so the epoch's all-reduce counts each batch once.
+
+    `open`: steps trained since the last epoch record, whose end (record, evaluation) is still to come. Kept on
+    the host and read back from the saved count on every rank, so that all ranks agree on it: a run stopped at
+    the step that ended its epoch (its last batch, or --max-steps) still closes that epoch when resumed.
     """
 
     def __init__(self, device: torch.device, holds_job_totals: bool = True):
@@ -89,18 +93,21 @@ class EpochSums:
         self.correct = torch.zeros((), dtype=torch.long, device=self.device)
         self.seen = torch.zeros((), dtype=torch.long, device=self.device)
         self.time_s = 0.0
+        self.open = False
 
     def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         """One step's batch: device ops only."""
         self.loss += loss * len(y)
         self.correct += (out.detach().argmax(1) == y).sum()
         self.seen += len(y)
+        self.open = True
 
     def state_dict(self) -> dict:
         return {"loss": self.loss.item(), "correct": int(self.correct.item()), "seen": int(self.seen.item()),
                 "time_s": self.time_s}
 
     def load_state_dict(self, state: dict) -> None:
+        self.open = state["seen"] > 0  # the job's count (rank 0 saved it): the same on every rank
         if not self.holds_job_totals:
             return
         self.loss.fill_(state["loss"])

@@ -62,7 +62,9 @@ def memory_parts(t: Training) -> dict:
     activations and workspace (autocast's low-precision weight copies, cuDNN/cuBLAS workspaces, DDP buckets)."""
     params = list(t.model.parameters())
     weights = tensor_bytes(params)
-    grads = [p.grad for p in params if p.grad is not None]
+    # A gradient has its parameter's shape and dtype: counted from the trainable weights, so a segment that
+    # trained no step (a resume that only closes the epoch it stopped in) has the same figure.
+    grads = [p for p in params if p.requires_grad]
     optimizer = tensor_bytes(v for s in t.state.optimizer.state.values() for v in s.values() if torch.is_tensor(v))
     out = {"mem/params_bytes": weights, "mem/grads_bytes": tensor_bytes(grads) if grads else None,
            "mem/optimizer_bytes": optimizer}

@@ -11,10 +11,10 @@ import subprocess
 import torch
 
 from train.launch import distributed
-from train.measure.peaks import peak_flops
+from train.measure.peaks import run_peak
 from train.runner.loop import Plan
 from train.runner.options import RunConfig
-from train.runner.setup import Data
+from train.runner.setup import Data, device_name
 
 
 def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, settings: dict, model: dict,
@@ -30,7 +30,8 @@ def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, set
         "provenance": provenance(),
         "precision_settings": settings,
         "model": model,
-        "system": system | peak_info(device, cfg.precision, system["device_name"]),
+        "system": system | run_peak(system["device_name"] if device.type == "cuda" else None, cfg.precision,
+                                     cfg.peak_tflops),
         "data": {"train_images": len(data.train_split),
                  "test_images": len(data.test_split) if data.test_split else 0,
                  "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(data.train_loader),
@@ -42,8 +43,7 @@ def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, set
 def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
     info = {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": device_name(device),
         "world_size": ranks.world_size,
         "nodes": ranks.nodes,
         "gpus_per_node": ranks.local_world_size,
@@ -60,12 +60,6 @@ def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
         props = torch.cuda.get_device_properties(device)
         info.update(compute_capability=f"{props.major}.{props.minor}", device_memory_bytes=props.total_memory)
     return info
-
-
-def peak_info(device: torch.device, precision_name: str, device_name: str) -> dict:
-    """The peak FLOP/s MFU is measured against, and why; None where no peak is known (CPUs, other GPUs)."""
-    peak = peak_flops(device_name, precision_name) if device.type == "cuda" else None
-    return {"peak_flops_per_s": peak, "peak_source": "train/measure/peaks.py (dense, no sparsity)" if peak else None}
 
 
 def provenance() -> dict:

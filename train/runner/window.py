@@ -47,11 +47,6 @@ class LogWindow:
         self.divergence = Divergence(self.lost.params)
         self.losses: list[torch.Tensor] = []  # this window's, on the device: no sync per step
 
-    @property
-    def pending(self) -> bool:
-        """Steps since the last window."""
-        return bool(self.losses)
-
     def start_step(self, timed: bool = True) -> None:
         """`timed` False: the step trains but its time is no part of the step-time distribution (profiled)."""
         if not self.losses:
