@@ -111,19 +111,20 @@ def profile_observations(rows: list[Row], depth, where: tuple[str, int]) -> str:
             continue
         step, base_step = row.values["prof_step_ms"], base.values["prof_step_ms"]
         ips = row.values.get("speedup_vs_fp32")
-        parts, unchanged = [], 0.0
+        parts, unchanged, names = [], 0.0, []
         for cls in PROFILE_CLASSES:
             a, b = row.values.get(f"prof_{cls}_ms"), base.values.get(f"prof_{cls}_ms")
             if not a or not b or max(a / step, b / base_step) < MENTIONED:
                 continue  # not measured in one of them, or too small to speak of
             speed = b / a
-            if speed <= UNCHANGED:
-                unchanged += b
+            if speed <= UNCHANGED:  # what is left even if every class that got faster took no time at all
+                unchanged += a
+                names.append(PROFILE_CLASS_NAMES[cls])
             change = f"{speed:.1f}× faster" if speed > UNCHANGED else \
                 ("unchanged" if speed >= 1 / UNCHANGED else f"{1 / speed:.1f}× slower")
             parts.append(f"{PROFILE_CLASS_NAMES[cls]} {change} ({b / base_step:.0%} → {a / step:.0%} of the step)")
-        bound = (f" — the classes that did not get faster take {unchanged / base_step:.0%} of fp32's step, which "
-                 f"bounds the speed-up at {base_step / unchanged:.1f}×" if unchanged else "")
+        bound = (f" — what did not get faster ({', '.join(names)}) takes {unchanged / base_step:.0%} of fp32's "
+                 f"step time, which bounds the speed-up at {base_step / unchanged:.1f}×" if unchanged else "")
         images = f", images/s {ips:.2f}×" if ips and not row.short and not base.short else ""
         sentences.append(f"{label(row, keys)} is {base_step / step:.2f}× fp32 over the profiled step at "
                          f"ResNet-{depth}{images}: " + ", ".join(parts) + bound + ".")

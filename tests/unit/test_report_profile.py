@@ -13,6 +13,8 @@ from train.contract.metrics import PROFILE_CLASSES
 
 FP32 = {"conv_matmul": 58.0, "norm": 15.0, "elementwise": 12.0, "optimizer": 10.0, "data": 2.0, "host_gap": 3.0}
 BF16 = {"conv_matmul": 18.7, "norm": 12.5, "elementwise": 10.0, "optimizer": 10.0, "data": 2.0, "host_gap": 3.0}
+# a class that got slower bounds the speed-up with the time it takes now
+AMP = {**FP32, "conv_matmul": 19.0, "copy": 12.0}
 
 
 def _run(name, precision, classes=None, ips=100.0, flops=None, nodecheck=None):
@@ -37,8 +39,14 @@ def test_observations_decompose_the_speed_up_by_class_and_bound_it_by_what_did_n
     assert "convolution and matmul 3.1× faster (58% → 33% of the step)" in text
     assert "normalisation 1.2× faster" in text and "optimizer step unchanged (10% → 18% of the step)" in text
     # elementwise 1.2x is faster; unchanged: optimizer 10 + data 2 + host gap 3 = 15% of fp32's step
-    assert "take 15% of fp32's step, which bounds the speed-up at 6.7×" in text
+    assert ("what did not get faster (optimizer step, data and augmentation, host gaps) takes 15% of fp32's step "
+            "time, which bounds the speed-up at 6.7×") in text
     assert "gradient scaling" not in text and "communication" not in text  # not measured: nothing said
+    rows, _ = build([_run("fp32", "fp32", {**FP32, "copy": 1.0}), _run("amp", "amp_bf16", AMP, ips=120.0)])
+    text = profile_observations(rows, 18, ("cuda", 1))
+    assert "memory copies and casts 12.0× slower (1% → 16% of the step)" in text
+    # unchanged and slower: norm 15 + elementwise 12 + optimizer 10 + data 2 + host 3 + copies 12 = 54 of 101
+    assert "takes 53% of fp32's step time, which bounds the speed-up at 1.9×" in text
 
 
 def test_nothing_is_said_or_drawn_without_profiled_runs(tmp_path):
