@@ -37,11 +37,13 @@ class NoProfile:
 
 
 class StepProfiler(NoProfile):
+    """K profiled steps, once per process (segment), starting after `after` steps of it; `folder`: the run's."""
+
     def __init__(self, steps: int, after: int, folder: str, device: torch.device, *, rank: int = 0,
                  images_per_step: int, train_flops_per_image: float | None, peak_flops_per_s: float | None):
         self.steps, self.after, self.folder, self.device, self.rank = steps, after, folder, device, rank
         self.images_per_step, self.flops, self.peak = images_per_step, train_flops_per_image, peak_flops_per_s
-        self.seen = 0  # steps this segment has started (ended ones)
+        self.seen = 0  # steps this segment has ended
         self.done = 0  # profiled steps ended
         self.first_step: int | None = None
         self._prof = None
