@@ -15,7 +15,7 @@ from report import plots
 from report.collect import SourceError, collect
 from report.compare import distinguishing
 from report.formatting import label, placement
-from report.prose import observations, original_table
+from report.prose import observations, original_table, profile_observations
 from report.provenance import provenance
 from report.rows import build, default_where, known_keys
 from report.write import write_csv, write_html, write_markdown
@@ -76,11 +76,13 @@ def main(argv=None) -> int:
         plots.lost_updates(rows, depth, where, args.out),
         plots.accuracy_vs_time(rows, args.out, one_each),
         plots.bandwidth_over_steps(one_each, args.out),
+        plots.step_breakdown(rows, args.out),
     ]
     made = [m for m in made if m]
     context = dict(source=args.source, provenance=provenance(runs), rows=rows, excluded=excluded,
                    unreadable=unreadable, original=original_table(rows, depth, where),
-                   title=f"ResNet-{depth}, {placement(*where)}", observations=observations(rows, depth, where),
+                   title=f"ResNet-{depth}, {placement(*where)}", observations=" ".join(filter(None, (
+                       observations(rows, depth, where), profile_observations(rows, depth, where)))),
                    plots=made)
     write_csv(rows, os.path.join(args.out, "results.csv"))
     write_markdown(os.path.join(args.out, "results.md"), **context)

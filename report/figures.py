@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from report.columns import pct_order
-from train.contract.metrics import ENERGY_SOURCES, TIME_TO_ACC_PREFIX, target_pct
+from train.contract.metrics import ENERGY_SOURCES, PROFILE_CLASSES, TIME_TO_ACC_PREFIX, target_pct
 
 
 def number(d: dict, *path, agg: str | None = None):
@@ -87,6 +87,7 @@ def run_metrics(config: dict, summary: dict) -> dict:
             ("optimizer_mib", s("mem/optimizer_bytes")), ("activations_mib", s("mem/activations_bytes")),
             ("other_mib", _sum(s("mem/data_bytes"), s("mem/measurement_bytes"))))},
         **tta_metrics(config, summary),
+        **profile_metrics(config, summary),
     }
     if completed_epochs(config, summary) == 0:  # its one epoch record is a part of an epoch, timed as a whole
         out = {k: (None if k == "epoch_time_s" or k.startswith("tta_epochs_") else v) for k, v in out.items()}
@@ -155,3 +156,19 @@ def exclusion(run) -> str | None:
     if run.config.get("precision") is None or run.config.get("depth") is None:
         return "not a run of this suite (no precision/depth in its config)"
     return None
+
+
+def profile_metrics(config: dict, summary: dict) -> dict:
+    """The profiled window's step time by class (--profile) and the convolutions' achieved rate against the
+    datasheet peak and, where a run carries it, the node check's measured ceiling. {} for unprofiled runs."""
+    step = number(summary, "prof/step_ms")
+    if step is None:
+        return {}
+    out = {"prof_step_ms": step, **{f"prof_{c}_ms": number(summary, f"prof/{c}_ms") for c in PROFILE_CLASSES}}
+    achieved = number(summary, "prof/conv_matmul_flops_per_s")
+    peak = number(config, "system", "peak_flops_per_s")
+    ceiling = number(config, "nodecheck", "matmul_flops_per_s")  # the node check's, for the run's precision
+    out["prof_conv_gflops"] = achieved / 1e9 if achieved else None
+    out["prof_conv_peak_pct"] = 100 * achieved / peak if achieved and peak else None
+    out["prof_conv_nodecheck_pct"] = 100 * achieved / ceiling if achieved and ceiling else None
+    return out

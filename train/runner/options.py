@@ -185,6 +185,11 @@ class RunConfig:
                                     "configured, else offline", OUTPUT, choices=("online", "offline", "disabled"))
     log_every: int = option(50, "log window aggregates every N steps (and at each epoch's end)", OUTPUT,
                             type=positive_int)
+    profile: int = option(0, "profile K steps (--profile alone: 3) after --warmup-steps with torch.profiler: "
+                          "the step time by operation class, logged as prof/* (docs/profile.md), and the trace in "
+                          "RUN_DIR/profile/ (Perfetto, chrome://tracing), also saved to W&B; the profiled steps are "
+                          "left out of images/s (0: off)", OUTPUT, type=_non_negative_int, nargs="?", const=3,
+                          metavar="K")
     ckpt_every: int = option(0, "also checkpoint every N epochs (0: only at the end)", OUTPUT,
                              type=_non_negative_int)
     ckpt_artifact: bool = option(False, "also upload the final checkpoint as a W&B model artifact (no staging copy); "
