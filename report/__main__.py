@@ -1,6 +1,7 @@
 """python -m report SOURCE [--out DIR]: the study's results table, plots and page from a set of runs.
 
-SOURCE is a folder of W&B offline runs (read with W&B's own reader) or ENTITY/PROJECT[/SWEEP_ID] (W&B's API).
+SOURCE is a folder of W&B offline runs (finished runs read in process, the rest with W&B's own reader) or
+ENTITY/PROJECT[/SWEEP_ID] (W&B's API).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from report import plots
 from report.collect import SourceError, collect
 from report.compare import distinguishing
 from report.formatting import label, model_title, placement
-from report.prose import fp8_observations, observations, original_table
+from report.prose import fp8_observations, observations, original_table, profile_observations
 from report.provenance import provenance
 from report.rows import build, default_where, known_keys
 from report.write import write_csv, write_html, write_markdown
@@ -78,12 +79,14 @@ def main(argv=None) -> int:
         plots.lost_updates(rows, model, where, args.out),
         plots.accuracy_vs_time(rows, args.out, one_each),
         plots.bandwidth_over_steps(one_each, args.out),
+        plots.step_breakdown(rows, args.out),
     ]
     made = [m for m in made if m]
     context = dict(source=args.source, provenance=provenance(runs), rows=rows, excluded=excluded,
                    unreadable=unreadable, original=original_table(rows, model, where),
-                   title=f"{model_title(model)}, {placement(*where)}",
-                   observations=observations(rows, model, where) + fp8_observations(rows, where),
+                   title=f"{model_title(model)}, {placement(*where)}", observations=" ".join(filter(None, (
+                       observations(rows, model, where), profile_observations(rows, model, where),
+                       fp8_observations(rows, where).strip()))),
                    plots=made)
     write_csv(rows, os.path.join(args.out, "results.csv"))
     write_markdown(os.path.join(args.out, "results.md"), **context)

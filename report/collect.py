@@ -1,4 +1,8 @@
-"""Runs, from a folder of W&B offline runs (read with W&B's own reader) or from W&B's API.
+"""Runs, from a folder of W&B offline runs or from W&B's API.
+
+A finished run's .wandb file is read in this process (train/contract/wandb_log.py: W&B's own protobuf records,
+the same values as W&B's reader gives, ~1 ms a run); any other (failed, still running, cut off, corrupt) by
+W&B's own reader, `wandb-core leet inspect` (train/contract/wandb_offline.py, ~15 ms of CPU a process).
 
 A run stopped and continued (preemption, --resume) is several offline folders with one run id: they are
 one run here, its state the last folder's and its history all folders' in order.
@@ -17,7 +21,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from train.contract import lineage, wandb_offline
+from train.contract import lineage, wandb_log, wandb_offline
 from train.contract.errors import first_line
 
 
@@ -40,8 +44,7 @@ class Run:
         if self.api_run is not None:
             rows = self.api_run.scan_history(keys=["train/step", *keys])
         else:
-            rows = (r["history"]["item"] for seg in self.segments for r in _records(seg)
-                    if r.get("type") == "history")
+            rows = (row for seg in self.segments for row in _history(seg))
         return [row for row in rows if any(k in row and row[k] is not None for k in keys)]
 
 
@@ -76,11 +79,29 @@ def _inspect(segment: str, *flags: str) -> str:
 
 
 def _records(segment: str):
+    """Every record of the folder as W&B's reader gives them (only --publish needs more than the summary and
+    history: the checkpoint artifact each run logged)."""
     yield from wandb_offline.records(_inspect(segment))
 
 
+def _history(segment: str) -> list[dict]:
+    try:
+        return wandb_log.history(wandb_offline.run_file(segment) or segment)
+    except (wandb_log.NotHere, OSError):
+        return [r["history"]["item"] for r in wandb_offline.records(_inspect(segment)) if r.get("type") == "history"]
+
+
+def _quick_summary(segment: str) -> dict | None:
+    """The summary read in this process (train/contract/wandb_log.py), or None where W&B's reader must say."""
+    found = wandb_offline.run_file(segment)
+    try:
+        return wandb_log.summary(found) if found else None
+    except (wandb_log.NotHere, OSError):
+        return None
+
+
 def _summary(segment: str) -> dict | Unreadable:
-    """The reader's summary of one folder, or why it cannot be read."""
+    """W&B's reader's summary of one folder, or why it cannot be read."""
     where = wandb_offline.run_file(segment) or segment
     try:
         s = json.loads(_inspect(segment, "--summary"))
@@ -122,8 +143,13 @@ def from_folder(path: str, workers: int = 8) -> tuple[list[Run], list[Unreadable
     segments = _segments(path)
     if not segments:
         raise SourceError(f"no W&B offline runs (wandb/offline-run-*) under {path}")
-    with ThreadPoolExecutor(workers) as pool:  # each read is a subprocess: threads overlap them
-        summaries = list(pool.map(_summary, segments))
+    # Most runs read in this process (a leet process costs ~15 ms of CPU to start, the file ~1 ms to read);
+    # the rest (failed, running, cut off, corrupt) through W&B's reader, whose subprocesses threads overlap.
+    summaries = [_quick_summary(seg) for seg in segments]
+    asked = [seg for seg, s in zip(segments, summaries) if s is None]
+    with ThreadPoolExecutor(workers) as pool:
+        answers = dict(zip(asked, pool.map(_summary, asked)))
+    summaries = [answers[seg] if s is None else s for seg, s in zip(segments, summaries)]
     unreadable = [s for s in summaries if isinstance(s, Unreadable)]
     if len(unreadable) == len(segments):
         raise SourceError(f"none of the {len(segments)} W&B offline run(s) under {path} could be read "

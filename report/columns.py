@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from train.contract.experiment import DEFAULT_TARGETS as DEFAULT_TARGET_FRACTIONS
-from train.contract.metrics import target_pct
+from train.contract.metrics import PROFILE_CLASS_NAMES, PROFILE_CLASSES, target_pct
 
 if TYPE_CHECKING:
     from report.rows import Row
@@ -39,14 +39,23 @@ COLUMNS = {
     "nvlink_bytes_per_s": ("NVLink TX+RX", "GB/s"),
     "nvlink_share": ("NVLink % of peak", "%"),
     "busbw_bytes_per_s": ("All-reduce busbw", "GB/s"),
+    "busbw_share": ("Busbw % of node's all-reduce ceiling", "%"),
     "scaling_efficiency": ("Scaling eff. vs 1 GPU", "%"),
     "best_test_acc": ("Best test acc", "%"),
     "last_test_acc": ("Last test acc", "%"),
     "energy_per_image_j": ("Energy/image", "J"),
     "energy_above_idle_per_image_j": ("Energy/image above idle", "J"),
-    "mfu": ("MFU", "%"),
+    "mfu": ("MFU vs datasheet", "%"),
     "mfu_vs_bf16_peak": ("fp8 MFU vs bf16 peak", "%"),  # fp8 rows: "MFU" is against the fp8 peak
+    "mfu_measured": ("MFU vs measured peak", "%"),
+    # --profile (docs/profile.md): the profiled step and its classes, only where a run was profiled
+    "prof_step_ms": ("Profiled step", "ms"),
+    **{f"prof_{c}_ms": (f"Profiled: {PROFILE_CLASS_NAMES[c]}", "ms") for c in PROFILE_CLASSES},
+    "prof_conv_gflops": ("Conv/matmul achieved", "GFLOP/s"),
+    "prof_conv_peak_pct": ("Conv/matmul % of datasheet peak", "%"),
+    "prof_conv_nodecheck_pct": ("Conv/matmul % of node-check ceiling", "%"),
 }
+PROFILE_COLUMNS = [f"prof_{c}_ms" for c in PROFILE_CLASSES]
 # Time to accuracy: per target (a percentage as in the summary key time_to_acc/<pct>), four columns. The
 # runner's default targets always have their columns in results.csv; other targets a run asked for are added.
 DEFAULT_TARGETS = tuple(target_pct(t) for t in DEFAULT_TARGET_FRACTIONS)  # ("80", "90", "93", "94")
@@ -65,7 +74,7 @@ def energy_column(column: str) -> bool:
 
 # figures that come from step timing: unreliable in a run too short to measure
 TIMED_COLUMNS = ("images_per_s", "images_per_s_per_gpu", "speedup_vs_fp32", "scaling_efficiency", "mfu",
-                 "mfu_vs_bf16_peak")
+                 "mfu_vs_bf16_peak", "mfu_measured")
 
 
 def tta_columns(targets) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from report.columns import pct_order
-from train.contract.metrics import ENERGY_SOURCES, TIME_TO_ACC_PREFIX, target_pct
+from train.contract.metrics import ENERGY_SOURCES, PROFILE_CLASSES, TIME_TO_ACC_PREFIX, target_pct
 
 
 def number(d: dict, *path, agg: str | None = None):
@@ -53,6 +53,8 @@ def run_metrics(config: dict, summary: dict) -> dict:
     pcie_peak, nvlink_peak = c("nvml", "pcie_peak_bytes_per_s"), c("nvml", "nvlink_peak_bytes_per_s")
     flops, peak = c("model", "train_flops_per_image"), c("system", "peak_flops_per_s")
     bf16_peak = c("system", "peak_bf16_flops_per_s")
+    measured_peak, allreduce_peak = c("nodecheck", "matmul_flops_per_s"), c("nodecheck", "allreduce_busbw_bytes_per_s")
+    busbw = s("comm/busbw_bytes_per_s", agg="mean") if world_size(config) > 1 else None
     ckpt = s("ckpt/size_bytes")
     # Allocator peak only: older CPU runs wrote the process's RSS under this key, which is not the precision's
     # memory footprint (it includes the interpreter, libraries and the dataset).
@@ -72,7 +74,8 @@ def run_metrics(config: dict, summary: dict) -> dict:
         "nvlink_bytes_per_s": nvlink,
         "nvlink_share": 100 * nvlink / (2 * nvlink_peak) if nvlink is not None and nvlink_peak else None,
         # one process all-reduces nothing: the runner logs 0, which is "not measured", not a bandwidth
-        "busbw_bytes_per_s": s("comm/busbw_bytes_per_s", agg="mean") if world_size(config) > 1 else None,
+        "busbw_bytes_per_s": busbw,
+        "busbw_share": 100 * busbw / allreduce_peak if busbw is not None and allreduce_peak else None,
         "best_test_acc": 100 * s("test/best_acc") if s("test/best_acc") is not None else None,
         "last_test_acc": 100 * s("test/last_acc") if s("test/last_acc") is not None else None,
         "energy_per_image_j": s("nvml/energy_per_image_j"),
@@ -80,11 +83,14 @@ def run_metrics(config: dict, summary: dict) -> dict:
         "mfu": 100 * flops * ips_gpu / peak if flops and ips_gpu and peak else None,
         # fp8 runs: against the bf16 peak too (their system.peak_flops_per_s is the fp8 one)
         "mfu_vs_bf16_peak": 100 * flops * ips_gpu / bf16_peak if flops and ips_gpu and bf16_peak else None,
+        # against what this node's node check measured (a dense matmul of the run's precision): what it could do
+        "mfu_measured": 100 * flops * ips_gpu / measured_peak if flops and ips_gpu and measured_peak else None,
         **{k: v / 2**20 if v is not None else None for k, v in (
             ("params_mib", s("mem/params_bytes")), ("grads_mib", s("mem/grads_bytes")),
             ("optimizer_mib", s("mem/optimizer_bytes")), ("activations_mib", s("mem/activations_bytes")),
             ("other_mib", _sum(s("mem/data_bytes"), s("mem/measurement_bytes"))))},
         **tta_metrics(config, summary),
+        **profile_metrics(config, summary),
     }
     if completed_epochs(config, summary) == 0:  # its one epoch record is a part of an epoch, timed as a whole
         out = {k: (None if k == "epoch_time_s" or k.startswith("tta_epochs_") else v) for k, v in out.items()}
@@ -161,3 +167,19 @@ def exclusion(run) -> str | None:
     if run.config.get("precision") is None or arch(run.config) is None:
         return "not a run of this suite (no precision/model in its config)"
     return None
+
+
+def profile_metrics(config: dict, summary: dict) -> dict:
+    """The profiled window's step time by class (--profile) and the convolutions' achieved rate against the
+    datasheet peak and, where a run carries it, the node check's measured ceiling. {} for unprofiled runs."""
+    step = number(summary, "prof/step_ms")
+    if step is None:
+        return {}
+    out = {"prof_step_ms": step, **{f"prof_{c}_ms": number(summary, f"prof/{c}_ms") for c in PROFILE_CLASSES}}
+    achieved = number(summary, "prof/conv_matmul_flops_per_s")
+    peak = number(config, "system", "peak_flops_per_s")
+    ceiling = number(config, "nodecheck", "matmul_flops_per_s")  # the node check's, for the run's precision
+    out["prof_conv_gflops"] = achieved / 1e9 if achieved else None
+    out["prof_conv_peak_pct"] = 100 * achieved / peak if achieved and peak else None
+    out["prof_conv_nodecheck_pct"] = 100 * achieved / ceiling if achieved and ceiling else None
+    return out

@@ -12,11 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from report.columns import SHORT_MARK  # noqa: E402
+from report.columns import PROFILE_COLUMNS, SHORT_MARK  # noqa: E402
 from report.compare import FOLLOW_WORLD_SIZE, distinguishing  # noqa: E402
 from report.formatting import fmt, label, model_title, placement  # noqa: E402
 from report.rows import Row, study  # noqa: E402
 from train.contract.experiment import PRECISIONS as PRECISION_ORDER  # noqa: E402
+from train.contract.metrics import PROFILE_CLASS_NAMES, PROFILE_CLASSES  # noqa: E402
 
 COLOURS = dict(zip(PRECISION_ORDER, ["#4c72b0", "#8172b3", "#dd8452", "#c44e52", "#55a868", "#937860", "#da8bc3",
                                      "#8c8c8c"]))
@@ -263,3 +264,31 @@ def bandwidth_over_steps(runs_by_label: dict, out_dir: str) -> str | None:
     ax.legend(fontsize=7, ncol=2)
     ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out_dir, "bandwidth.png")
+
+
+def step_breakdown(rows: list[Row], out_dir: str) -> str | None:
+    """The profiled step by operation class, one stacked bar per profiled row: every precision, model and GPU
+    count side by side (docs/profile.md). None when no run was profiled."""
+    rows = [r for r in rows if r.values.get("prof_step_ms")]
+    if not rows:
+        return None
+    keys = distinguishing(rows)
+    colours = plt.get_cmap("tab20").colors
+    fig, ax = plt.subplots(figsize=(9, _height(len(rows))))
+    ys, left = list(range(len(rows))), [0.0] * len(rows)
+    for i, (cls, column) in enumerate(zip(PROFILE_CLASSES, PROFILE_COLUMNS)):
+        widths = [r.values.get(column) or 0.0 for r in rows]
+        if any(widths):
+            ax.barh(ys, widths, left=left, color=colours[i % len(colours)], label=PROFILE_CLASS_NAMES[cls])
+            left = [a + b for a, b in zip(left, widths)]
+    for y, total in zip(ys, left):
+        ax.annotate(f"{total:,.0f} ms", (total, y), xytext=(4, 0), textcoords="offset points", va="center",
+                    fontsize=8)
+    ax.set_yticks(ys, [f"{model_title(r.model)}, {r.where}, {label(r, keys)}" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.15)
+    ax.set_xlabel("ms per profiled step (median over runs), by operation class")
+    ax.set_title("Where the step's time goes")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, out_dir, "step_breakdown.png")

@@ -7,6 +7,7 @@ from report.columns import COLUMNS, SHORT_MARK, pct_order
 from report.compare import distinguishing
 from report.formatting import fmt, label, model_title, placement
 from report.rows import Row, study
+from train.contract.metrics import PROFILE_CLASS_NAMES, PROFILE_CLASSES
 
 
 def original_table(rows: list[Row], model: str, where: tuple[str, int]) -> list[list[str]]:
@@ -132,3 +133,41 @@ def _same_but_precision(row: Row, rows: list[Row], precision: str) -> Row | None
     key = {k: v for k, v in row.key if k != "precision"}
     return next((r for r in rows if r.precision == precision and {k: v for k, v in r.key if k != "precision"} == key),
                 None)
+
+
+UNCHANGED = 1.1  # a class at most this much faster than fp32's counts as unchanged: it bounds the speed-up
+MENTIONED = 0.01  # classes under this share of both steps are left out of the sentences
+
+
+def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
+    """Each speed-up over fp32 decomposed by operation class, from profiled runs only (docs/profile.md): how much
+    faster each class got, its share of the step before and after, and the bound the unchanged classes set."""
+    at = [r for r in study(rows, model, where) if r.values.get("prof_step_ms")]
+    keys = distinguishing(at)
+    sentences = []
+    for row in at:
+        base = row.base
+        if row.precision == "fp32" or base is None or not base.values.get("prof_step_ms"):
+            continue
+        step, base_step = row.values["prof_step_ms"], base.values["prof_step_ms"]
+        ips = row.values.get("speedup_vs_fp32")
+        parts, unchanged, names = [], 0.0, []
+        for cls in PROFILE_CLASSES:
+            a, b = row.values.get(f"prof_{cls}_ms"), base.values.get(f"prof_{cls}_ms")
+            if not a or not b or max(a / step, b / base_step) < MENTIONED:
+                continue  # not measured in one of them, or too small to speak of
+            speed = b / a
+            if speed <= UNCHANGED:  # what is left even if every class that got faster took no time at all
+                unchanged += a
+                names.append(PROFILE_CLASS_NAMES[cls])
+            change = f"{speed:.1f}× faster" if speed > UNCHANGED else \
+                ("unchanged" if speed >= 1 / UNCHANGED else f"{1 / speed:.1f}× slower")
+            parts.append(f"{PROFILE_CLASS_NAMES[cls]} {change} ({b / base_step:.0%} → {a / step:.0%} of the step)")
+        bound = (f" — what did not get faster ({', '.join(names)}) takes {unchanged / base_step:.0%} of fp32's "
+                 f"step time, which bounds the speed-up at {base_step / unchanged:.1f}×" if unchanged else "")
+        images = f", images/s {ips:.2f}×" if ips and not row.short and not base.short else ""
+        sentences.append(f"{label(row, keys)} is {base_step / step:.2f}× fp32 over the profiled step at "
+                         f"{model_title(model)}{images}: " + ", ".join(parts) + bound + ".")
+    if not sentences:
+        return ""
+    return "Where the time went (profiled runs, --profile): " + " ".join(sentences)

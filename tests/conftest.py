@@ -22,6 +22,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIERS = ("unit", "integration", "system")  # the folders under tests/, and the markers pyproject.toml registers
 
+# pytest-xdist's workers (pyproject.toml: -n 2) share the cores: torch in each takes its share of threads, not
+# all of them, or two workers' OpenMP threads spin against each other (set before any test imports torch).
+# A test file runs in one worker (--dist loadfile): its module fixtures are made once, and what must not run
+# twice at once (the one-node Slurm cluster of tests/system/test_sweep.py, the GPU tests) is each in one file.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 
 def pytest_collection_modifyitems(config, items):
     """Mark each test with its folder's tier, so `-m "not system"` runs the fast tiers. A test already marked with

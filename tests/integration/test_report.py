@@ -586,3 +586,70 @@ def test_a_run_that_completed_no_epoch_has_no_time_per_epoch(tmp_path):
     table = _md_rows(_section(open(tmp_path / "o" / "results.md").read(), "## All points"))
     by_batch = {r["batch_size"]: r for r in table}
     assert by_batch["32"]["Time per epoch (s)"] == "" and by_batch["128"]["Time per epoch (s)"] == "31.0"
+
+
+HISTORY_KEYS = ["train/loss", "precision/lost_update_frac", "cum/train_s", "nvml/pcie_tx_bytes_per_s",
+                "comm/busbw_bytes_per_s", "mem/rss_peak_bytes"]
+
+
+def _read(folder):
+    """What the report takes from a folder: each run's identity, state, config, summary and history, and the
+    folders it could not read (or the one line that nothing could be)."""
+    from report.collect import SourceError, from_folder
+
+    try:
+        runs, unreadable = from_folder(str(folder))
+    except SourceError as e:
+        return str(e)
+    return (sorted((r.id, r.name, r.state, json.dumps(r.config), json.dumps(r.summary), json.dumps(r.history(HISTORY_KEYS)))
+                   for r in runs), sorted((u.path, u.reason) for u in unreadable))
+
+
+def _by_wandbs_reader_only(monkeypatch):
+    from train.contract import wandb_log
+
+    def decline(path):
+        raise wandb_log.NotHere("test: ask W&B's reader")
+
+    monkeypatch.setattr(wandb_log, "summary", decline)
+    monkeypatch.setattr(wandb_log, "history", decline)
+
+
+def test_finished_runs_are_read_without_a_wandb_reader_process_each(runs, monkeypatch):
+    """A wandb-core process costs ~15 ms of CPU to start: 10,000 runs could not be read in a minute on 2 cores if
+    each started one. Only the runs W&B's reader must judge (failed, corrupt) start it."""
+    from report.collect import from_folder
+    from train.contract import wandb_offline
+
+    asked, inspect = [], wandb_offline.inspect
+    monkeypatch.setattr(wandb_offline, "inspect", lambda seg, *a, **k: asked.append(seg) or inspect(seg, *a, **k))
+    read, unreadable = from_folder(str(runs))
+    assert len(read) == 14 and [os.path.basename(u.path) for u in unreadable] == ["run-garbage1.wandb"]
+    assert sorted(r.name for r in read if r.state != "finished") == ["fp16-diverged", "fp32-r34-failed"]
+    assert sorted(seg.split(os.sep)[-3] for seg in asked) == ["corrupt", "fp16-diverged", "fp32-r34-failed"]
+    assert [r.history(["train/loss"]) for r in read if r.state == "finished"]
+    assert len(asked) == 3  # nor does a finished run's history
+
+
+def test_runs_read_in_process_are_what_wandbs_reader_reads(runs, tmp_path, monkeypatch):
+    """Read in this process or by W&B's reader, the report gets the same runs: ids, names, states, config and
+    summary values and types, history; and a file cut off, changed or empty is never taken for a finished run
+    (W&B's reader judges it, as before). A run whose config fills more than a 32 KiB block is read too."""
+    big = _spec(str(tmp_path / "big"), "big-config", "fp32", 1000)
+    big["config"]["notes"] = "x" * 100_000  # one record over three blocks
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.map(_make, [big])
+    whole = [p for p in os.listdir(runs / "gpu" / "fp32-s0" / "wandb") if p.startswith("offline-run-")][0]
+    data = open(next((runs / "gpu" / "fp32-s0" / "wandb" / whole).glob("*.wandb")), "rb").read()
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0xFF
+    for name, content in {"header-only": data[:7], "cut-inside-a-chunk": data[:len(data) // 2],
+                          "cut-before-the-last-byte": data[:-1], "one-byte-changed": bytes(flipped), "empty": b""}.items():
+        copy = tmp_path / "copies" / name / "wandb" / whole
+        shutil.copytree(runs / "gpu" / "fp32-s0" / "wandb" / whole, copy)
+        next(copy.glob("*.wandb")).write_bytes(content)
+    folders = [runs, tmp_path / "big", *sorted((tmp_path / "copies").iterdir())]
+    quick = [_read(folder) for folder in folders]
+    assert ["x" * 100_000 in r[3] for r in quick[1][0]] == [True]
+    _by_wandbs_reader_only(monkeypatch)
+    assert quick == [_read(folder) for folder in folders]

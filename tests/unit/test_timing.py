@@ -1,5 +1,7 @@
 """Step timing's arithmetic: the run's images/s leaves out each segment's warm-up, and the p90 interpolates."""
 
+import time
+
 import pytest
 import torch
 
@@ -55,3 +57,16 @@ def test_the_cpu_step_timer_returns_each_steps_time_and_data_time_in_order():
     times = timer.collect()
     assert len(times) == 3 and all(step >= data >= 0 for step, data in times)
     assert timer.collect() == []  # read once per window
+
+
+def test_an_untimed_step_is_left_out_of_the_step_times():
+    """A profiled step (--profile) trains but is not timed: images/s never includes the profiler's overhead."""
+    timer = StepTimer(torch.device("cpu"))
+    for timed in (True, False, True):
+        timer.start(timed)
+        timer.data_ready()
+        if not timed:
+            time.sleep(0.05)
+        timer.end()
+    times = timer.collect()
+    assert len(times) == 2 and all(step < 0.05 for step, _ in times)

@@ -31,6 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from train.benchmark.breakdown import profile_table
 from train.benchmark.turns import ENV as TURNS_ENV
 from train.contract.errors import UsageError
 from train.contract.files import RESULT_FILE
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nvml-ab", action="store_true",
                    help="run every point twice, NVML sampler off and at --nvml-hz, and print the sampler's cost")
     p.add_argument("--nvml-hz", type=float, default=10.0, help="sampler rate for --nvml-ab")
+    p.add_argument("--profile", type=positive_int, nargs="?", const=3, metavar="K",
+                   help="first give every point one untimed round in which the runner profiles K steps (3 when "
+                   "K is not given) after its warm-up, then print the step time by operation class side by side "
+                   "(docs/profile.md)")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                    help="as the runner's (default: online with W&B credentials, else offline)")
     return p
@@ -354,6 +359,17 @@ def compile_table(rows: list[dict], max_spread: float) -> str:
     return "\n".join(_columns(lines)) if len(lines) > 1 else "  (no compiled point ran)"
 
 
+def bare_verdict(step: dict, goal: float) -> str:
+    """Runner/bare step ratios (a spread) against the goal: met, missed, or inconclusive."""
+    if not step:
+        return "not measured"
+    if step["wide"]:
+        return "inconclusive (range too wide)"  # a wide range below the goal is noise as likely as cost
+    if step["min"] >= goal:
+        return "met"
+    return "missed" if step["max"] < goal else "inconclusive (range spans the goal)"
+
+
 def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
     """Runner vs bare loop per point: median step (the images/s statistic) and loop wall time, per round."""
     goal = BARE_GOAL[device]
@@ -372,15 +388,7 @@ def bare_table(rows: list[dict], max_spread: float, device: str) -> str:
               f"goal >= {goal:.2f}")]
     for point, d in pairs.items():
         step, wall = spread(d["step"], max_spread), spread(d["wall"], max_spread)
-        if step["wide"]:
-            verdict = "inconclusive (range too wide)"  # a wide range below the goal is noise as likely as cost
-        elif step["min"] >= goal:
-            verdict = "met"
-        elif step["max"] < goal:
-            verdict = "missed"
-        else:
-            verdict = "inconclusive (range spans the goal)"
-        lines.append((*(str(x) for x in point), fmt_ratio(step), fmt_ratio(wall), verdict))
+        lines.append((*(str(x) for x in point), fmt_ratio(step), fmt_ratio(wall), bare_verdict(step, goal)))
     return "\n".join(_columns(lines)) if len(lines) > 1 else "  (no pair of runner and bare loop ran)"
 
 
@@ -407,6 +415,9 @@ def plan(args: argparse.Namespace, gpu: bool) -> Plan:
     if warmup >= steps:
         raise UsageError(f"--warmup-steps {warmup} leaves none of the {steps} steps of a round to time: use "
                          "fewer warm-up steps or more --steps")
+    if args.profile and warmup + args.profile > steps:
+        raise UsageError(f"--profile {args.profile} after {warmup} warm-up step(s) does not fit in a round of {steps} "
+                         "steps: use more --steps or a smaller K")
     if args.nvml_ab and not gpu:
         raise UsageError("--nvml-ab measures the NVML sampler's cost on a GPU; no CUDA GPU is in use")
     batch = args.batch_size or (256 if gpu else 32)
@@ -442,7 +453,9 @@ def spec(pl: Plan, p: dict) -> tuple:
         argv_bare = [*common, "--steps", str(pl.rounds * pl.steps), "--out", out]
         return p, BARE, argv_bare, out.removesuffix(".json") + ".log", pl.steps, out
     name = tag
-    argv_run = [*common, "--max-steps", str(pl.rounds * pl.steps), "--dataset", "synthetic", "--out-dir",
+    profile_round = ["--profile", str(args.profile)] if args.profile else []  # one more round, first, untimed
+    rounds = pl.rounds + (1 if args.profile else 0)
+    argv_run = [*common, *profile_round, "--max-steps", str(rounds * pl.steps), "--dataset", "synthetic", "--out-dir",
                 args.out_dir, "--name", name, "--log-every", str(pl.steps), "--group", "benchmark", "--tags",
                 "benchmark", "--nvml-hz", str(p["nvml_hz"])]
     if args.wandb_mode:
@@ -454,6 +467,8 @@ def spec(pl: Plan, p: dict) -> tuple:
 def run_group(pl: Plan, group: list[dict], rows: list[dict]) -> None:
     """Set up a group's points together, give each its turn in every round, then end their runs together."""
     procs = start([spec(pl, p) for p in group])
+    if pl.args.profile:
+        profile_round(procs)
     for rnd in range(pl.rounds):
         live = [p for p in procs if p.error is None]
         shift = rnd % len(live) if live else 0
@@ -481,6 +496,17 @@ def run_group(pl: Plan, group: list[dict], rows: list[dict]) -> None:
             row.update(result)  # the run's own figures (set-up, memory peak, checkpoint) on each of its rounds
 
 
+def profile_round(procs: list[PointProcess]) -> None:
+    """The runner's profiled steps, in a round of their own before the timed ones (the bare loop sits it out:
+    it does not profile, and a round more would shift its rounds from the runner's)."""
+    for p in procs:
+        if p.error is None and p.point["kind"] == "runner":
+            if p.turn() is None:
+                print(f"== profile round: {describe(p.point)}: failed: {p.error}", flush=True)
+            else:
+                print(f"== profile round: {describe(p.point)}: profiled", flush=True)
+
+
 def print_tables(pl: Plan, rows: list[dict], where: str, torch_version: str) -> None:
     args, last = pl.args, pl.sampler_rates[-1]
     disturbed = mark_disturbed(rows, pl.warmup)
@@ -502,6 +528,10 @@ def print_tables(pl: Plan, rows: list[dict], where: str, torch_version: str) -> 
         print(shown[-1])
     if args.nvml_ab:
         print_sampler_cost(rows, args.nvml_hz, args.max_spread)
+    if args.profile:
+        print(f"\nStep time by operation class, ms per profiled step (share of it), {args.profile} profiled step(s) "
+              "per point in the untimed first round; x: the class's speed-up over fp32 (docs/profile.md):")
+        print(profile_table([r for r in rows if r["nvml_hz"] == last]))
     wide = any(" !" in text for text in shown)
     print(f"\nRatios: median over {pl.rounds} round(s) [min-max over rounds]. "
           + ("'!' marks a range wider than {:.0%} of the ratio: too wide to conclude (a busy machine?); rerun with "

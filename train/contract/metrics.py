@@ -37,8 +37,26 @@ CUDA_SUMMARY_KEYS = ["mem/peak_allocated_bytes", "mem/peak_reserved_bytes", "mem
                      "mem/activations_bytes"]
 CPU_SUMMARY_KEYS = ["mem/rss_peak_bytes"]
 DIVERGED_SUMMARY_KEYS = ["train/diverged_at_step"]  # only in runs that diverged
+# --profile K: the profiled window's step time by operation class (docs/profile.md), logged once at the window's
+# last step and in the summary. The class names are defined here (the report reads them); the rules that fill
+# them are train/measure/profile_classes.py's.
+PROFILE_CLASSES = ("conv_matmul", "norm", "elementwise", "loss", "optimizer", "grad_scaling", "data", "comm", "copy",
+                   "other", "host_gap")
+PROFILE_CLASS_NAMES = {  # as tables, plots and sentences name them
+    "conv_matmul": "convolution and matmul", "norm": "normalisation", "elementwise": "element-wise and activation",
+    "loss": "loss", "optimizer": "optimizer step", "grad_scaling": "gradient scaling",
+    "data": "data and augmentation", "comm": "communication", "copy": "memory copies and casts",
+    "other": "other operators", "host_gap": "host gaps",
+}
+PROFILE_KEYS = ["prof/step_ms", "prof/steps", *(f"prof/{c}_{unit}" for c in PROFILE_CLASSES for unit in ("ms", "share")),
+                "prof/conv_matmul_flops_per_s", "prof/conv_matmul_peak_frac"]
+CUDA_PROFILE_KEYS = ["prof/tensor_core_share", "prof/comm_overlapped_ms"]
 CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "effective_lr", "optimizer", "epochs", "seed",
-               "experiment", "provenance", "precision_settings", "model", "system", "data", "total_steps", "nvml"]
+               "experiment", "provenance", "precision_settings", "model", "system", "data", "total_steps", "nvml",
+               "nodecheck"]
+# config `nodecheck` (train/contract/node_ceilings.py): {"used": False, "reason"} or, from this node's node check:
+NODECHECK_KEYS = ["used", "path", "checked_at", "quick", "matmul_kind", "matmul_flops_per_s", "allreduce_dtype",
+                  "allreduce_busbw_bytes_per_s", "allreduce_world_size"]
 CONFIG_NESTED = {
     "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler", "fp8_recipe",
                            "tf32_matmul", "tf32_cudnn", "memory_format"],

@@ -3,6 +3,7 @@ segments' history), the report and the tests all do.
 
 The reader is wandb-core's `leet inspect`, called directly: `wandb leet inspect` runs the same binary with the
 same output, but its Python start costs ~0.5 s a call against ~0.01 s, which matters for hundreds of runs.
+The report reads finished runs without it (wandb_log.py), and asks it for the rest.
 """
 
 from __future__ import annotations

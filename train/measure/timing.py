@@ -47,16 +47,22 @@ class StepTimer:
         self.clock = Clock(device)
         self._pending: list[tuple] = []
         self._current: list = []
+        self._timed = True
 
-    def start(self) -> None:
+    def start(self, timed: bool = True) -> None:
+        """`timed` False: the step is left out of what `collect()` returns (a profiled step)."""
         self._current = [self.clock.mark()]
+        self._timed = timed
 
     def data_ready(self) -> None:
         self._current.append(self.clock.mark())
 
     def end(self) -> None:
         self._current.append(self.clock.mark())
-        self._pending.append(tuple(self._current))
+        if self._timed:
+            self._pending.append(tuple(self._current))
+        else:
+            self.clock.recycle(self._current)
 
     def collect(self) -> list[tuple[float, float]]:
         """(step_s, data_s) of every step since the last call, in order."""

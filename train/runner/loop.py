@@ -3,7 +3,8 @@
 fit trains epoch by epoch; in an epoch each step queues only device work, and the log window (window.py) reads
 it with one sync every --log-every steps and at the epoch's end, which also says whether training diverged
 (divergence.py) or a stop signal ends the run (stopping.py). After each epoch come its record and the
-evaluation (evaluation.py: time to accuracy, --stop-at-acc), then a periodic checkpoint (checkpointer.py).
+evaluation (evaluation.py: time to accuracy, --stop-at-acc), then a periodic checkpoint (checkpointer.py). The profiler
+(train/measure/profiler.py, --profile) says which steps it profiles; the log window leaves them untimed.
 What only a tool needs (the benchmark's turns) it does through its hooks (hooks.py).
 """
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from train.launch import distributed
 from train.launch.distributed import Ranks
+from train.measure.profiler import NoProfile
 from train.numerics.precision import Precision
 from train.runner.checkpointer import Checkpointer
 from train.runner.evaluation import Evaluation
@@ -63,6 +65,7 @@ class Training:
     ranks: Ranks = field(default_factory=Ranks)
     comm: object | None = None  # comm.CommMeter under DDP
     hooks: Hooks = field(default_factory=Hooks)
+    profiler: NoProfile = field(default_factory=NoProfile)
 
     def log(self, metrics: dict) -> None:
         self.state.aggregates.add(metrics)
@@ -86,12 +89,19 @@ class EpochClock:
 def fit(t: Training) -> dict:
     """Train until --epochs or --max-steps, a stop signal, divergence or --stop-at-acc; returns the run's summary
     values ({"preempted": True, ...} after a stop signal)."""
-    progress, loader, sums = t.state.progress, t.state.loader, t.state.epoch
-    progress.segments += 1
+    t.state.progress.segments += 1
     window = LogWindow(t)
     t.model.train()
     if t.state.nvml:
         t.state.nvml.discard()  # set-up (data to the device, W&B start) is not training
+    stopped = _fit(t, window)
+    _log_profile(t, t.profiler.finish())  # a run that ended inside the profiled window
+    return stopped or summary(t)
+
+
+def _fit(t: Training, window: LogWindow) -> dict | None:
+    """The epochs; {"preempted": True, ...} after a stop signal, else None."""
+    progress, loader, sums = t.state.progress, t.state.loader, t.state.epoch
     # An open epoch is closed even with no step left to train: a run stopped at the step that ended its epoch
     # (before its record and evaluation) does them when resumed, as the unbroken run did right after that step.
     while (sums.open or t.plan.continues(progress.step, loader.epoch)) and not progress.end:
@@ -113,7 +123,7 @@ def fit(t: Training) -> dict:
         finished_epoch = loader.step == 0
         if finished_epoch and t.plan.continues(progress.step, loader.epoch):  # the run's end writes the last
             t.checkpointer.save(loader.epoch)
-    return summary(t)
+    return None
 
 
 def _train_epoch(t: Training, window: LogWindow, clock: EpochClock) -> str | None:
@@ -121,10 +131,12 @@ def _train_epoch(t: Training, window: LogWindow, clock: EpochClock) -> str | Non
     (always one inside the epoch: the loader has not moved on)."""
     progress, loader = t.state.progress, t.state.loader
     epoch = loader.epoch
-    window.start_step()
+    _start_step(t, window)
     for x, y in loader:
         window.data_ready()
+        t.profiler.data_ready()
         _step(t, window, x, y)
+        clock.pause(_end_profiled_step(t))
         t.console.step(epoch, progress.step)  # host clock only: no device sync
         window.after_step()
         # One process stops at the next step; several agree at a log window, through its gather.
@@ -141,8 +153,29 @@ def _train_epoch(t: Training, window: LogWindow, clock: EpochClock) -> str | Non
                 clock.pause(t.hooks.after_window(progress.step, t.state.nvml))
         if progress.step >= t.plan.total_steps:
             break
-        window.start_step()
+        _start_step(t, window)
     return None
+
+
+def _start_step(t: Training, window: LogWindow) -> None:
+    # A profiled step is not timed: the profiler's overhead must not reach images/s.
+    window.start_step(timed=not t.profiler.start_step(t.state.progress.step))
+
+
+def _end_profiled_step(t: Training) -> float:
+    """After a step; at the profiled window's last one its trace is written, read and logged, which is not
+    training: returns the seconds that took, for the epoch's clock to leave out."""
+    started = time.perf_counter()
+    if not _log_profile(t, t.profiler.end_step()):
+        return 0.0
+    return time.perf_counter() - started
+
+
+def _log_profile(t: Training, metrics: dict | None) -> bool:
+    if metrics:
+        t.log({"train/step": t.state.progress.step, **metrics})
+        t.tracker.save_file(t.profiler.trace_path)
+    return bool(metrics)
 
 
 def _step(t: Training, window: LogWindow, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -55,6 +55,13 @@ def _accuracy(text: str) -> float:
     return value
 
 
+def _existing_file(text: str) -> str:
+    """An argparse type: a file that exists (checked before anything is written)."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
 def _run_name(text: str) -> str:
     """An argparse type: a run name, one folder inside --out-dir (checked before anything is written)."""
     try:
@@ -196,6 +203,11 @@ class RunConfig:
                                     "configured, else offline", OUTPUT, choices=("online", "offline", "disabled"))
     log_every: int = option(50, "log window aggregates every N steps (and at each epoch's end)", OUTPUT,
                             type=positive_int)
+    profile: int = option(0, "profile K steps (--profile alone: 3) after --warmup-steps with torch.profiler: "
+                          "the step time by operation class, logged as prof/* (docs/profile.md), and the trace in "
+                          "RUN_DIR/profile/ (Perfetto, chrome://tracing), also saved to W&B; the profiled steps are "
+                          "left out of images/s (0: off)", OUTPUT, type=_non_negative_int, nargs="?", const=3,
+                          metavar="K")
     ckpt_every: int = option(0, "also checkpoint every N epochs (0: only at the end)", OUTPUT,
                              type=_non_negative_int)
     ckpt_artifact: bool = option(False, "also upload the final checkpoint as a W&B model artifact (no staging copy); "
@@ -209,6 +221,10 @@ class RunConfig:
                                                 "W&B's, 15 s)", OUTPUT, type=_positive_float, metavar="S")
     wandb_init_timeout: float = option(30.0, "online W&B: seconds to wait for the server before logging offline "
                                        "instead (default 30)", OUTPUT, type=_positive_float, metavar="S")
+    nodecheck: str | None = option(None, "a node check's nodecheck.json (python -m train.nodecheck) whose measured "
+                                   "ceilings the run records, for MFU and busbw against what this node can do "
+                                   "(default: $TRAIN_NODECHECK, else OUT_DIR/nodecheck.json if there); used only "
+                                   "when made on this host and device", OUTPUT, type=_existing_file, metavar="PATH")
     resume: str | None = option(None, "continue from a checkpoint file or a run folder holding checkpoint.pt; "
                                 "'auto' (with --name): continue OUT_DIR/NAME if it has a checkpoint, start it if "
                                 "not, skip it if finished", OUTPUT, metavar="PATH|auto")

@@ -177,7 +177,8 @@ def _set_up(b: Built, resumed: dict | None, run_id: str, name: str, run_dir: str
         if b.data.test_loader is not None else None
     t = Training(state=state, model=stepping, policy=b.policy, device=device, plan=plan, tracker=tracker,
                  console=console, checkpointer=Checkpointer(ckpt_path, state, meta, cfg.ckpt_every, ranks),
-                 evaluation=evaluation, stopping=Stopping(b.stop, ranks), ranks=ranks, comm=comm, hooks=b.hooks)
+                 evaluation=evaluation, stopping=Stopping(b.stop, ranks), ranks=ranks, comm=comm, hooks=b.hooks,
+                 profiler=setup.build_profiler(cfg, config, run_dir, device, ranks))
     return t, compile_s
 
 

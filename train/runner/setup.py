@@ -15,6 +15,7 @@ from train.contract.errors import UsageError
 from train.launch.distributed import Ranks
 from train.measure.aggregates import RunAggregates
 from train.measure.memory import MemoryMonitor
+from train.measure.profiler import NoProfile, StepProfiler
 from train.measure.timing import Throughput
 from train.numerics import data, precision, registry
 from train.numerics.models import count_params, flops_per_image
@@ -182,3 +183,13 @@ def build_hooks(ranks: Ranks) -> Hooks:
     Read first thing: the variable is popped before any child process could inherit it."""
     turns = None if ranks.enabled else Turns.from_env()
     return turns or Hooks()
+
+
+def build_profiler(cfg: RunConfig, config: dict, run_dir: str, device: torch.device, ranks: Ranks) -> NoProfile:
+    """--profile K: K steps profiled after this segment's warm-up, with what their rates are measured against
+    (the counted FLOPs per image, the datasheet peak from the W&B config)."""
+    if not cfg.profile:
+        return NoProfile()
+    return StepProfiler(cfg.profile, cfg.warmup_steps, run_dir, device, rank=ranks.rank,
+                        images_per_step=cfg.batch_size, train_flops_per_image=config["model"]["train_flops_per_image"],
+                        peak_flops_per_s=config["system"]["peak_flops_per_s"])

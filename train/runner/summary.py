@@ -40,6 +40,7 @@ def summary(t: Training) -> dict:
         "train/end": end_reason(p),
         **(t.evaluation.time_to_accuracy(p.curve) if t.evaluation else {}),
         **memory_parts(t),
+        **(t.profiler.result or {}),  # the segment's profiled window (prof/*), where it ran
     }
 
 

@@ -184,6 +184,7 @@ class Tracker:
             run.define_metric(f"{prefix}/*", step_metric="train/step", summary=STEP_SUMMARY)
         run.define_metric("epoch", step_metric="train/step", summary="last")
         run.define_metric("cum/*", step_metric="train/step", summary="last")  # where each evaluation stood
+        run.define_metric("prof/*", step_metric="train/step", summary="last")  # the profiled window's breakdown
         if self.world_size > 1:
             for rank in range(self.world_size):
                 run.define_metric(f"rank{rank}/*", step_metric="train/step", summary=STEP_SUMMARY)
@@ -217,6 +218,12 @@ class Tracker:
         art = self._wandb.Artifact(f"model-{self.run.id}", type="model", metadata={"bytes": size})
         art.add_file(path, policy="immutable")
         self.run.log_artifact(art, aliases=aliases)
+
+    def save_file(self, path: str) -> None:
+        """A file of the run folder (the profiler's trace) among the W&B run's files, uploaded now when online
+        and with `wandb sync` when offline; disabled runs keep it in the run folder only."""
+        if self.mode != "disabled":
+            self.run.save(path, base_path=self.run_dir, policy="now")
 
     def use_dataset(self, files: list[str], metadata: dict) -> None:
         """The data set as this run's input: a reference artifact (paths, sizes and MD5 checksums of the files,
@@ -269,6 +276,9 @@ class NullTracker:
         pass
 
     def log_checkpoint(self, path: str, size: int, aliases: list[str]) -> None:
+        pass
+
+    def save_file(self, path: str) -> None:
         pass
 
     def use_dataset(self, files: list[str], metadata: dict) -> None:

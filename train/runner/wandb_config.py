@@ -10,6 +10,7 @@ import subprocess
 
 import torch
 
+from train.contract import node_ceilings as recorded
 from train.launch import distributed
 from train.measure.peaks import run_peak
 from train.runner.loop import Plan
@@ -37,6 +38,7 @@ def wandb_config(cfg: RunConfig, *, name: str, run_dir: str, identity: dict, set
                  "synthetic": cfg.dataset == "synthetic", "steps_per_epoch": len(data.train_loader),
                  "global_batch_size": cfg.batch_size * ranks.world_size},
         "total_steps": plan.total_steps,
+        "nodecheck": node_ceilings(cfg, system["device_name"]),
     }
 
 
@@ -60,6 +62,13 @@ def system_info(device: torch.device, ranks: distributed.Ranks) -> dict:
         props = torch.cuda.get_device_properties(device)
         info.update(compute_capability=f"{props.major}.{props.minor}", device_memory_bytes=props.total_memory)
     return info
+
+
+def node_ceilings(cfg: RunConfig, device_name: str) -> dict:
+    """This node's measured ceilings, from its node check, for the run's precision and gradient dtype."""
+    sixteen_bit = cfg.precision in ("fp16", "bf16") or cfg.grad_compress != "none"  # all-reduced in 16 bits
+    return recorded.for_run(recorded.find(cfg.nodecheck, cfg.out_dir), platform.node(), device_name,
+                            cfg.precision, "bfloat16" if sixteen_bit else "float32")
 
 
 def provenance() -> dict:

@@ -47,10 +47,11 @@ class LogWindow:
         self.divergence = Divergence(self.lost.params)
         self.losses: list[torch.Tensor] = []  # this window's, on the device: no sync per step
 
-    def start_step(self) -> None:
+    def start_step(self, timed: bool = True) -> None:
+        """`timed` False: the step trains but its time is no part of the step-time distribution (profiled)."""
         if not self.losses:
             self.lost.before_step()  # outside the timed span: a copy of the weights for the window's first step
-        self.timer.start()
+        self.timer.start(timed)
 
     def data_ready(self) -> None:
         self.timer.data_ready()
@@ -70,20 +71,20 @@ class LogWindow:
         step_times = [s for s, _ in times]
         t.state.throughput.add(step_times)
         t.hooks.on_window(step_times)
-        timing = t.state.throughput.window(step_times)
+        timing = t.state.throughput.window(step_times) if step_times else {}  # {}: every step was profiled
         final = stop_here or not t.plan.continues(progress.step, t.state.loader.epoch)
         loss_mean, diverged_at = self.divergence.read(self.losses, progress.step, final)
         self.losses.clear()
         local = {
             "train/loss": loss_mean,
-            "train/step_time_s": timing["train/step_time_s"],
+            **({"train/step_time_s": timing["train/step_time_s"]} if timing else {}),
             **t.state.memory.read_and_reset(),
             **(t.state.nvml.window() if t.state.nvml else {}),
         }
         windows = distributed.gather(t.ranks, {**local, "stop": stop_here, "diverged_at": diverged_at})
         metrics = self._metrics(epoch, times, timing, local, windows)
         t.log(metrics)
-        t.console.progress(epoch, progress.step, metrics["train/loss"], metrics["train/images_per_s"])
+        t.console.progress(epoch, progress.step, metrics["train/loss"], metrics.get("train/images_per_s"))
         diverged_at = Divergence.agreed(windows)
         if diverged_at is not None:
             progress.diverged_at_step = diverged_at
@@ -97,7 +98,7 @@ class LogWindow:
             "epoch": epoch,
             "train/lr": t.state.scheduler.get_last_lr()[0],
             **timing,
-            "train/data_time_s": statistics.median(d for _, d in times),
+            **({"train/data_time_s": statistics.median(d for _, d in times)} if times else {}),
             **local,
             **self.lost.read(),
             **(t.comm.window() if t.comm else {}),
@@ -112,11 +113,10 @@ class LogWindow:
 
 def across_ranks(windows: list[dict]) -> dict:
     """Rank 0's view of a window on every rank: the mean loss, stragglers, and each rank's memory and links."""
-    out = {
-        "train/loss": sum(w["train/loss"] for w in windows) / len(windows),
-        "dist/step_time_max_s": max(w["train/step_time_s"] for w in windows),
-        "dist/step_time_min_s": min(w["train/step_time_s"] for w in windows),
-    }
+    out = {"train/loss": sum(w["train/loss"] for w in windows) / len(windows)}
+    if all("train/step_time_s" in w for w in windows):  # not in a window of profiled steps only
+        out["dist/step_time_max_s"] = max(w["train/step_time_s"] for w in windows)
+        out["dist/step_time_min_s"] = min(w["train/step_time_s"] for w in windows)
     for key in windows[0]:
         if key.startswith("mem/"):  # allocator peaks on GPUs, peak RSS on CPUs: the job's is the max over ranks
             out[key] = max(w[key] for w in windows)

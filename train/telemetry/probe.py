@@ -58,9 +58,50 @@ def probe(seconds: float, as_json: bool, nvml=None, out=sys.stdout) -> int:
     return 0
 
 
+def copy_rows(torch, nvml, index: int, gib: float, repeats: int = 4) -> tuple[list[tuple], str | None]:
+    """Copy a known number of bytes host->device and device->host while sampling the PCIe counters: rows of
+    (direction, bytes copied, bytes NVML saw or None, seconds), and which NVML figures they come from ("byte
+    counters", "throughput snapshots", or None where NVML gives no PCIe figures on this GPU)."""
+    sampler = None
+    if nvml is not None:
+        sampler = NvmlSampler(nvml, handle_for_cuda_device(nvml, index), hz=10, say=lambda _: None)
+        if "pcie_tx" not in sampler.counters and not sampler.pcie_fallback:
+            sampler = None
+    source = None if sampler is None else "byte counters" if "pcie_tx" in sampler.counters else "throughput snapshots"
+    size = int(gib * 2**30)
+    host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(size, dtype=torch.uint8, device=f"cuda:{index}")
+    if sampler:
+        sampler.start()
+        time.sleep(0.5)
+    rows = []
+    for label, key, copy in (("host->device", "rx", lambda: dev.copy_(host, non_blocking=True)),
+                             ("device->host", "tx", lambda: host.copy_(dev, non_blocking=True))):
+        copy()  # warm-up: the first copy maps the pinned pages
+        torch.cuda.synchronize()
+        if sampler:
+            sampler.discard()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            copy()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - started
+        seen = None
+        if sampler:
+            time.sleep(0.5)  # the counters refresh every 20-100 ms: let them catch up
+            seen = sampler.totals.window_delta(f"pcie_{key}")
+            window = sampler.window()
+            if seen is None:  # throughput snapshots only: mean rate over the copy time
+                seen = window.get(f"nvml/pcie_{key}_bytes_per_s", 0.0) * elapsed
+        rows.append((label, size * repeats, seen, elapsed))
+    if sampler:
+        sampler.stop()
+    return rows, source
+
+
 def copy_check(gib: float, repeats: int = 4, out=sys.stdout) -> int:
-    """Copy a known number of bytes host->device and device->host while sampling, and compare the PCIe bytes
-    NVML saw with the bytes copied: the check that the sampler's PCIe numbers mean what they say."""
+    """Compare the PCIe bytes NVML saw during known copies with the bytes copied: the check that the sampler's
+    PCIe numbers mean what they say. (`python -m train.nodecheck` makes the same check among its others.)"""
     import torch
 
     if not torch.cuda.is_available():
@@ -71,35 +112,12 @@ def copy_check(gib: float, repeats: int = 4, out=sys.stdout) -> int:
         print(f"the PCIe copy check needs NVML: {why}", file=out)
         return 2
     index = torch.cuda.current_device()
-    notes: list[str] = []
-    sampler = NvmlSampler(nvml, handle_for_cuda_device(nvml, index), hz=10, say=notes.append)
-    if "pcie_tx" not in sampler.counters and not sampler.pcie_fallback:
-        print("NVML gives no PCIe throughput on this GPU: " + "; ".join(notes), file=out)
+    rows, source = copy_rows(torch, nvml, index, gib, repeats)
+    if source is None:
+        print("NVML gives no PCIe throughput on this GPU", file=out)
         return 1
-    size = int(gib * 2**30)
-    host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-    dev = torch.empty(size, dtype=torch.uint8, device=f"cuda:{index}")
-    sampler.start()
-    time.sleep(0.5)
-    rows = []
-    for label, key, copy in (("host->device", "rx", lambda: dev.copy_(host, non_blocking=True)),
-                             ("device->host", "tx", lambda: host.copy_(dev, non_blocking=True))):
-        sampler.discard()
-        started = time.perf_counter()
-        for _ in range(repeats):
-            copy()
-        torch.cuda.synchronize()
-        elapsed = time.perf_counter() - started
-        time.sleep(0.5)  # the counters refresh every 20-100 ms: let them catch up
-        seen = sampler.totals.window_delta(f"pcie_{key}")
-        window = sampler.window()
-        if seen is None:  # throughput snapshots only: mean rate over the copy time
-            seen = window.get(f"nvml/pcie_{key}_bytes_per_s", 0.0) * elapsed
-        copied = size * repeats
-        rows.append((label, copied, seen, elapsed))
-    sampler.stop()
     print(f"PCIe copy check on {torch.cuda.get_device_name(index)}, {gib:g} GiB x {repeats} each way "
-          f"({'byte counters' if 'pcie_tx' in sampler.counters else 'throughput snapshots'}):", file=out)
+          f"({source}):", file=out)
     for label, copied, seen, elapsed in rows:
         print(f"  {label}: copied {copied / 1e9:.2f} GB in {elapsed:.3f}s ({copied / elapsed / 1e9:.1f} GB/s); "
               f"NVML saw {seen / 1e9:.2f} GB = {seen / copied:.1%} of it", file=out)
