@@ -139,9 +139,9 @@ def test_publish_logs_the_results_table_in_a_report_run_that_uses_the_runs(resum
     [logged] = [r["history"]["item"] for r in records if r.get("type") == "history"]
     assert logged["results._type"] == "table-file"
     table = json.load(open(segment / "files" / logged["results.path"]))
-    md_header = next(line for line in open(out / "results.md") if line.startswith("| Precision | Depth |"))
+    md_header = next(line for line in open(out / "results.md") if line.startswith("| Precision | Model |"))
     assert table["columns"] == [c.strip() for c in md_header.strip().strip("|").split("|")]
     [row] = table["data"]
-    assert row[0].startswith("fp32") and row[1] == "18" and row[3] == 1
+    assert row[0].startswith("fp32") and row[1] == "ResNet-18" and row[3] == 1
     assert all(isinstance(v, float) for v in row[4:])  # the measured cells as numbers, to sort by
     assert logged["plots/throughput._type"] == "image-file"  # each plot, as an image
