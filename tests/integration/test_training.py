@@ -169,7 +169,7 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
 def test_training_learns_the_tiny_dataset(tmp_path, precision, loader):
     from conftest import write_cifar
 
-    data_dir = write_cifar(str(tmp_path / "data"), per_batch=32, n_test=64)
+    data_dir = write_cifar(str(tmp_path / "data"), per_batch=16, n_test=64)  # 80 images: 15 steps
     summary = train(parse_args(["--data-dir", data_dir, "--out-dir", str(tmp_path), "--epochs", "3", "--batch-size",
                                 "16", "--lr", "0.02", "--wandb-mode", "disabled", "--precision", precision, "--device", "cpu",
                                 "--loader", loader, "--num-workers", "0"]))
