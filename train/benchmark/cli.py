@@ -35,6 +35,7 @@ from train.benchmark.breakdown import profile_table
 from train.benchmark.turns import ENV as TURNS_ENV
 from train.contract.errors import UsageError
 from train.contract.files import RESULT_FILE
+from train.measure.cpu import model_and_flags as cpu_model_and_flags
 from train.numerics import registry
 from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, positive_int
 
@@ -242,16 +243,10 @@ def describe(p: dict) -> str:
 
 def cpu_features() -> str:
     """The CPU and the instruction-set extensions its bf16 speed depends on (Linux: /proc/cpuinfo)."""
-    model, flags = "", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not model:
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
+    found = cpu_model_and_flags()
+    if found is None:
         return "CPU features unknown (no /proc/cpuinfo)"
+    model, flags = found
     has = lambda *names: "yes" if all(n in flags for n in names) else "no"  # noqa: E731
     return (f"{model or 'CPU'} ({os.cpu_count()} logical cores): AVX-512 {has('avx512f')}, AVX512-BF16 "
             f"{has('avx512_bf16')}, AVX512-FP16 {has('avx512_fp16')}, AMX-BF16 {has('amx_bf16', 'amx_tile')}. "

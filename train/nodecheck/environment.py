@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import platform
 
+from train.measure.cpu import model_and_flags as cpu_model_and_flags
 from train.nodecheck.checks import Check, ok, skip
 
 SECTION = "environment"
@@ -27,16 +28,7 @@ def versions() -> dict:
 
 
 def cpu_info() -> dict:
-    model, flags = "", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not model:
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    model, flags = cpu_model_and_flags() or ("", set())
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
     return {"model": model or platform.processor() or platform.machine(), "logical_cores": os.cpu_count(),
             "features": [f for f in wanted if f in flags]}

@@ -10,11 +10,10 @@ policy's bf16 autocast.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from train.contract.errors import UsageError, first_line
+from train.numerics.models import counted_forward
 
 RECIPES = ("tensorwise", "rowwise")
 # Below this share of its FLOPs in convertible Linear layers a model gains nothing from fp8 but its casts: a run
@@ -30,15 +29,7 @@ def convertible(module: nn.Module) -> bool:
 def flop_shares(model: nn.Module) -> tuple[float, float]:
     """(share of the forward FLOPs in convertible Linear layers, share in all Linear layers), counted by
     FlopCounterMode on one 32x32 image with the math attention (counted as attention, not Linear)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    counter = FlopCounterMode(display=False)
-    was_training = model.training
-    model.eval()
-    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-        model(torch.zeros(1, 3, 32, 32))
-    model.train(was_training)
-    counts = counter.get_flop_counts()
+    counts = counted_forward(model).get_flop_counts()
     total = sum(counts["Global"].values())
 
     def flops_of(keep) -> int:

@@ -67,6 +67,11 @@ def forward_flops_per_image(model: nn.Module) -> int:
     Training costs about 3x this (the backward pass is about twice the forward): the MFU convention of
     docs/precision.md ("FLOPs per image and MFU"). Counted on CPU in fp32 before the model is cast or moved.
     """
+    return int(counted_forward(model).get_total_flops())
+
+
+def counted_forward(model: nn.Module) -> FlopCounterMode:
+    """PyTorch's FLOP counter after one 32x32 forward pass in eval mode (per module: get_flop_counts())."""
     counter = FlopCounterMode(display=False)
     was_training = model.training
     model.eval()
@@ -74,4 +79,4 @@ def forward_flops_per_image(model: nn.Module) -> int:
     with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         model(torch.zeros(1, 3, 32, 32))
     model.train(was_training)
-    return int(counter.get_total_flops())
+    return counter
