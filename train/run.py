@@ -24,6 +24,9 @@ except ModuleNotFoundError as e:  # run from a checkout that was never installed
 
 if __name__ == "__main__":
     parse_args(sys.argv[1:])  # --help and flag errors answer before torch is imported (2 s, 700 MB)
+    from train.contract.names import torch_temp_dirs
+
+    _TORCH_TEMP = torch_temp_dirs()  # before torch makes its own folder in $TMPDIR
     from train.launch.elastic import job_ended
 
     _ended = job_ended()
@@ -33,6 +36,7 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 
 from train.contract.errors import EXIT_DIVERGED, RunFailed, UsageError, first_line  # noqa: E402
+from train.contract.names import remove_empty_torch_temp_dirs  # noqa: E402
 from train.launch import elastic  # noqa: E402
 from train.launch.signals import StopRequest  # noqa: E402
 from train.runner.options import RunConfig, check_out_dir  # noqa: E402
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     code = _main(argv, worker, started)
+    if "_TORCH_TEMP" in globals():  # the command line's process: it imported torch itself
+        remove_empty_torch_temp_dirs(_TORCH_TEMP)
     if worker is not None:
         elastic.record_end(code)  # an end a restart would repeat: the restarted workers leave at once
     if worker is not None and code != 0:

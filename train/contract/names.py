@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 from train.contract.errors import UsageError
 
@@ -39,3 +40,22 @@ def keep_caches_in(out_dir: str) -> None:
 
 
 _set_here: dict[str, str] = {}  # the cache folders keep_caches_in set, by variable
+
+
+def torch_temp_dirs() -> set[str]:
+    """$TMPDIR's torchinductor_* folders now: importing torch._dynamo (every optimizer does) makes an empty
+    torchinductor_$USER there, where inductor would cache compiled kernels."""
+    try:
+        return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("torchinductor_")}
+    except OSError:
+        return set()
+
+
+def remove_empty_torch_temp_dirs(before: set[str]) -> None:
+    """Remove what torch_temp_dirs() finds now but did not `before` (this process made it) if it is still empty:
+    a run leaves nothing outside --out-dir. A compiled run's kernel cache is not empty, and stays."""
+    for name in torch_temp_dirs() - before:
+        try:
+            os.rmdir(os.path.join(tempfile.gettempdir(), name))  # only an empty folder: never a cache in use
+        except OSError:
+            pass
