@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from train.measure.comm import CommMeter, _union
+from train.measure.comm import CommMeter
+from train.measure.profile_classes import covered
 
 
 def test_overlapping_buckets_count_their_time_in_flight_once():
-    assert _union([(0.0, 1.0), (0.5, 2.0)]) == 2.0  # queued behind each other on the communication stream
-    assert _union([(3.0, 4.0), (0.0, 1.0)]) == 2.0  # a gap between them is not communication
-    assert _union([(0.0, 4.0), (1.0, 2.0)]) == 4.0  # one inside another
-    assert _union([]) == 0.0
+    assert covered([(0.0, 1.0), (0.5, 2.0)]) == 2.0  # queued behind each other on the communication stream
+    assert covered([(3.0, 4.0), (0.0, 1.0)]) == 2.0  # a gap between them is not communication
+    assert covered([(0.0, 4.0), (1.0, 2.0)]) == 4.0  # one inside another
+    assert covered([]) == 0.0
 
 
 def test_a_window_gives_bytes_time_and_the_ring_all_reduces_bus_bandwidth():

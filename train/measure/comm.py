@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from train.measure.profile_classes import covered
 from train.measure.timing import Clock
 
 
@@ -49,20 +50,16 @@ class CommMeter:
         for records in steps:
             self.clock.wait(records[-1][1])
             ref = records[0][0]
-            total_time += _union([(self.clock.seconds(ref, s), self.clock.seconds(ref, e)) for s, e, _ in records])
+            total_time += covered([(self.clock.seconds(ref, s), self.clock.seconds(ref, e)) for s, e, _ in records])
             total_bytes += sum(r[2] for r in records)
             self.clock.recycle([mark for s, e, _ in records for mark in (s, e)])
         algbw = total_bytes / total_time if total_time > 0 else 0.0
         return {"comm/allreduce_bytes": total_bytes, "comm/allreduce_time_s": total_time,
                 "comm/algbw_bytes_per_s": algbw,
-                "comm/busbw_bytes_per_s": algbw * 2 * (self.world_size - 1) / self.world_size}
+                "comm/busbw_bytes_per_s": bus_bandwidth(algbw, self.world_size)}
 
 
-def _union(spans: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(spans):
-        if stop <= end:
-            continue
-        total += stop - max(start, end)
-        end = stop
-    return total
+def bus_bandwidth(algbw: float, world_size: int) -> float:
+    """nccl-tests' busbw for all-reduce: algbw x 2(n-1)/n, the bytes each rank's link carries per second, so a
+    figure comparable across world sizes and with the link's own bandwidth (the node check's sweep uses it too)."""
+    return algbw * 2 * (world_size - 1) / world_size

@@ -176,17 +176,16 @@ def _device_step(step: dict, device: list[dict], host: list[dict], extra: dict) 
         if cls == "conv_matmul":
             extra["conv_matmul_us"] += k["dur"]
             extra["tensor_core_us"] += k["dur"] if is_tensor_core(k["name"]) else 0.0
-    busy = _union(compute)
-    comm_total = _union(comm)
-    comm_alone = _union(compute + comm) - busy
+    busy, either = covered(compute), covered(compute + comm)
+    comm_alone = either - busy
     parts["comm"] += comm_alone
-    extra["comm_overlapped_us"] += comm_total - comm_alone
-    parts["host_gap"] += max(0.0, step["dur"] - _union(compute + comm))
+    extra["comm_overlapped_us"] += covered(comm) - comm_alone
+    parts["host_gap"] += max(0.0, step["dur"] - either)
     return parts
 
 
-def _union(intervals: list[tuple[float, float]]) -> float:
-    """Total length covered by the intervals."""
+def covered(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by the intervals (overlaps counted once; the all-reduce meter, comm.py, uses it too)."""
     total, end = 0.0, float("-inf")
     for a, b in sorted(intervals):
         if b <= end:

@@ -9,16 +9,11 @@ import os
 import socket
 import time
 
+from train.measure.comm import bus_bandwidth
 from train.nodecheck.checks import Check, bad, ok, skip
 
 SECTION = "all-reduce"
 DTYPES = ("float32", "bfloat16")
-
-
-def bus_bandwidth(algbw: float, world_size: int) -> float:
-    """nccl-tests' busbw for all-reduce: algbw x 2(n-1)/n, the bytes each rank's link carries per second, so a
-    figure comparable across world sizes and with the link's own bandwidth."""
-    return algbw * 2 * (world_size - 1) / world_size
 
 
 def sizes(max_mib: int, min_mib: int = 1) -> list[int]:
