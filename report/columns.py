@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 # are flagged and kept out of the Observations.
 SHORT_RUN_STEPS = 50
 SHORT_MARK = "†"
+# figures measured over a benchmark's interleaved rounds (train/contract/rounds.py), and ratios whose range over
+# rounds is too wide to conclude
+ROUNDS_MARK = "§"
+NOISY_MARK = "!"
 # energy figures measured as the integral of sampled power: the GPU had no energy counter (nvml/energy_source)
 INTEGRAL_MARK = "‡"
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from train.contract.rounds import spread
+
 if TYPE_CHECKING:
     from report.rows import Row
 
@@ -42,9 +44,7 @@ def add_ratios(rows: list[Row]) -> None:
         ips = row.values.get("images_per_s")
         row.base = _partner(row, by_key, precision="fp32") if row.precision != "fp32" else None
         if row.base and row.base.values.get("images_per_s") and ips:
-            row.values["speedup_vs_fp32"] = ips / row.base.values["images_per_s"]
-            if row.short or row.base.short:
-                row.flagged.add("speedup_vs_fp32")
+            _speed_ratio(row, row.base, "speedup_vs_fp32", ips / row.base.values["images_per_s"])
         if row.base:
             for pct in row.tta:
                 a, b = row.values.get(f"tta_s_{pct}"), row.base.values.get(f"tta_s_{pct}")
@@ -53,8 +53,27 @@ def add_ratios(rows: list[Row]) -> None:
         row.one = _partner(row, by_scaling_key, FOLLOW_WORLD_SIZE, world_size=1) if row.gpus > 1 else None
         if row.one and row.one.values.get("images_per_s") and ips:
             row.values["scaling_efficiency"] = 100 * ips / (row.gpus * row.one.values["images_per_s"])
-            if row.short or row.one.short:
+            if row.short or row.one.short or row.by_rounds or row.one.by_rounds:  # rounds pair one GPU count only
                 row.flagged.add("scaling_efficiency")
+
+
+def _speed_ratio(row: Row, base: Row, column: str, of_medians: float) -> None:
+    """row/base images/s into `column`. Two benchmark points of one invocation: the median of their per-round
+    ratios, with the range over rounds (train/contract/rounds.py); else the ratio of medians, flagged when either
+    row is too short to measure (a benchmark point is, outside its rounds)."""
+    if row.by_rounds and base.by_rounds:
+        a, b = row.round_rates(), base.round_rates()
+        paired = spread([a[k] / b[k] for k in sorted(a.keys() & b.keys())])
+        if paired:
+            row.values[column] = paired["median"]
+            row.spread[column] = (paired["min"], paired["max"])
+            row.by_round.add(column)
+            if paired["wide"]:
+                row.noisy.add(column)
+            return
+    row.values[column] = of_medians
+    if row.short or base.short or row.by_rounds or base.by_rounds:
+        row.flagged.add(column)
 
 
 def differing(rows: list[Row]) -> list[str]:

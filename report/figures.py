@@ -5,8 +5,10 @@ empty cell), never zero."""
 from __future__ import annotations
 
 import math
+import statistics
 
 from report.columns import pct_order
+from train.contract import rounds
 from train.contract.metrics import ENERGY_SOURCES, PROFILE_CLASSES, TIME_TO_ACC_PREFIX, target_pct
 
 
@@ -47,7 +49,9 @@ def run_metrics(config: dict, summary: dict) -> dict:
     """The per-run figures of a row, before aggregation and ratios."""
     s = lambda *k, agg=None: number(summary, *k, agg=agg)  # noqa: E731
     c = lambda *k: number(config, *k)  # noqa: E731
-    ips_gpu = s("train/images_per_s_per_gpu") or s("train/images_per_s")
+    rates = bench_rates(config, summary)
+    ips = statistics.median(rates.values()) if rates else s("train/images_per_s")
+    ips_gpu = ips / world_size(config) if rates else s("train/images_per_s_per_gpu") or ips
     pcie = _sum(s("nvml/pcie_tx_bytes_per_s_mean"), s("nvml/pcie_rx_bytes_per_s_mean"))
     nvlink = _sum(s("nvml/nvlink_tx_bytes_per_s_mean"), s("nvml/nvlink_rx_bytes_per_s_mean"))
     pcie_peak, nvlink_peak = c("nvml", "pcie_peak_bytes_per_s"), c("nvml", "nvlink_peak_bytes_per_s")
@@ -63,7 +67,7 @@ def run_metrics(config: dict, summary: dict) -> dict:
     out = {
         "train_time_s": s("time/train_s"),
         "epoch_time_s": s("epoch/time_s", agg="mean"),
-        "images_per_s": s("train/images_per_s"),
+        "images_per_s": ips,
         "images_per_s_per_gpu": ips_gpu,
         "ckpt_mib": ckpt / 2**20 if ckpt is not None else None,
         "peak_mem_gib": mem / 2**30 if mem is not None else None,
@@ -95,6 +99,12 @@ def run_metrics(config: dict, summary: dict) -> dict:
     if completed_epochs(config, summary) == 0:  # its one epoch record is a part of an epoch, timed as a whole
         out = {k: (None if k == "epoch_time_s" or k.startswith("tta_epochs_") else v) for k, v in out.items()}
     return out
+
+
+def bench_rates(config: dict, summary: dict) -> dict[tuple[str, int], float]:
+    """A benchmark point's images/s per undisturbed round, {(invocation, round): images/s}; {} for other runs."""
+    batch = number(config, "batch_size")
+    return rounds.rates(summary, batch * world_size(config)) if batch else {}
 
 
 def energy_source(summary: dict) -> str | None:

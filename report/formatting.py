@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from report.columns import INTEGRAL_MARK, SHORT_MARK, SHORT_RUN_STEPS, energy_column
+from report.columns import INTEGRAL_MARK, NOISY_MARK, ROUNDS_MARK, SHORT_MARK, SHORT_RUN_STEPS, energy_column
 from report.figures import arch, device, world_size
+from train.contract.rounds import MAX_SPREAD
 
 if TYPE_CHECKING:
     from report.rows import Row
@@ -73,8 +74,11 @@ def fmt(column: str, value) -> str:
 def cell(row: Row, column: str) -> str:
     text = fmt(column, row.values.get(column))
     lo_hi = row.spread.get(column)
-    if text and lo_hi and len(row.runs) > 1 and lo_hi[0] != lo_hi[1]:
+    over_rounds = column in row.by_round
+    if text and lo_hi and (len(row.runs) > 1 or over_rounds) and lo_hi[0] != lo_hi[1]:
         text += f" ({fmt(column, lo_hi[0])}–{fmt(column, lo_hi[1])})"
+    if text and over_rounds:
+        text += f" {ROUNDS_MARK}" + (f" {NOISY_MARK}" if column in row.noisy else "")
     if text and column in row.flagged:
         text += f" {SHORT_MARK}"
     if text and row.integral_energy and energy_column(column):
@@ -97,6 +101,19 @@ def integral_note() -> str:
     return (f"{INTEGRAL_MARK} energy from the integral of sampled power: a GPU of the row has no energy counter "
             f"(nvml/energy_source); elsewhere the counter's. Above idle: less idle power before training × the "
             f"training seconds.")
+
+
+def rounds_note() -> str:
+    return (f"{ROUNDS_MARK} measured in a benchmark's interleaved rounds (python -m train.benchmark; bench/*): "
+            f"images/s is the median over the point's rounds, each round's from its median step after its warm-up "
+            f"steps, (min–max) over rounds; a speed-up is the median of the per-round ratios, paired within each "
+            f"round of one invocation, (min–max) over rounds. Rounds another process disturbed (a step over twice "
+            f"the point's median) are left out.")
+
+
+def noisy_note() -> str:
+    return (f"{NOISY_MARK} range over rounds wider than {MAX_SPREAD:.0%} of the ratio: too wide to conclude (a busy "
+            f"machine?); left out of the Observations.")
 
 
 def short_note() -> str:

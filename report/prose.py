@@ -3,7 +3,7 @@ in sentences (no canned prose)."""
 
 from __future__ import annotations
 
-from report.columns import COLUMNS, SHORT_MARK, pct_order
+from report.columns import COLUMNS, NOISY_MARK, ROUNDS_MARK, SHORT_MARK, pct_order
 from report.compare import distinguishing
 from report.formatting import fmt, label, model_title, placement
 from report.rows import Row, study
@@ -34,9 +34,11 @@ def observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
         return (f"No finished fp32 run at {name} on {place}: ratios need it as the baseline. "
                 f"Precisions present: {', '.join(dict.fromkeys(r.precision for r in at)) or 'none'}.")
     sentences, short = [], [label(r, keys) for r in at if r.short]
+    noisy = [label(r, keys) for r in at if "speedup_vs_fp32" in r.noisy]
     unmatched = [label(r, keys) for r in at if r.precision != "fp32" and r.base is None]
     for row in at:
-        if row.precision == "fp32" or row.base is None or row.short or row.base.short:
+        if row.precision == "fp32" or row.base is None or row.short or row.base.short or \
+                {"speedup_vs_fp32"} & (row.noisy | row.flagged):
             continue
         base, parts = row.base, []
         for column, what in (("images_per_s", "throughput"), ("ckpt_mib", "checkpoint size"),
@@ -44,7 +46,9 @@ def observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
                              ("energy_per_image_j", "energy per image"),
                              ("energy_above_idle_per_image_j", "energy per image above idle")):
             a, b = row.values.get(column), base.values.get(column)
-            if a is not None and b:
+            if column == "images_per_s" and "speedup_vs_fp32" in row.by_round:
+                parts.append(_paired_throughput(row, base))
+            elif a is not None and b:
                 parts.append(f"{what} {a / b:.2f}× fp32's ({fmt(column, a)} vs {fmt(column, b)}"
                              f"{' ' + COLUMNS[column][1] if COLUMNS[column][1] else ''})")
             if column == "images_per_s":  # how fast it learns, right beside how fast it processes images
@@ -60,12 +64,25 @@ def observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
         if parts:
             sentences.append(f"{label(row, keys)}: " + "; ".join(parts) + ".")
     left_out = (f" Left out, too short to measure ({SHORT_MARK}): {', '.join(short)}." if short else "")
+    if noisy:
+        left_out += f" Left out, its range over rounds too wide to conclude ({NOISY_MARK}): {', '.join(noisy)}."
     if unmatched:
         left_out += f" No fp32 row with the same settings for: {', '.join(unmatched)}."
     if not sentences:
         return f"Nothing to compare with fp32 at {name} on {place} yet." + left_out
-    return (f"At {name} on {place}, medians over the runs of each row against the fp32 row with the same "
+    rounds = (f" (benchmark points, {ROUNDS_MARK}: over their interleaved rounds)" if any(r.by_round for r in at)
+              else "")
+    return (f"At {name} on {place}, medians over the runs of each row{rounds} against the fp32 row with the same "
             f"settings — " + " ".join(sentences) + left_out)
+
+
+def _paired_throughput(row: Row, base: Row) -> str:
+    """A benchmark point's speed-up: paired within its rounds, with their range (train/contract/rounds.py)."""
+    lo, hi = row.spread["speedup_vs_fp32"]
+    n = len(row.round_rates().keys() & base.round_rates().keys())
+    return (f"throughput {row.values['speedup_vs_fp32']:.2f}× fp32's ({lo:.2f}–{hi:.2f} over {n} interleaved "
+            f"round(s); {fmt('images_per_s', row.values['images_per_s'])} vs "
+            f"{fmt('images_per_s', base.values['images_per_s'])} images/s)")
 
 
 def _tta_parts(row: Row, base: Row) -> list[str]:
@@ -137,6 +154,7 @@ def _same_but_precision(row: Row, rows: list[Row], precision: str) -> Row | None
 
 UNCHANGED = 1.1  # a class at most this much faster than fp32's counts as unchanged: it bounds the speed-up
 MENTIONED = 0.01  # classes under this share of both steps are left out of the sentences
+PROFILE_AGREES = 1.25  # a profiled step further than this factor from the timed step is said to be so
 
 
 def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
@@ -165,9 +183,23 @@ def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) ->
             parts.append(f"{PROFILE_CLASS_NAMES[cls]} {change} ({b / base_step:.0%} → {a / step:.0%} of the step)")
         bound = (f" — what did not get faster ({', '.join(names)}) takes {unchanged / base_step:.0%} of fp32's "
                  f"step time, which bounds the speed-up at {base_step / unchanged:.1f}×" if unchanged else "")
-        images = f", images/s {ips:.2f}×" if ips and not row.short and not base.short else ""
+        sound = not ({"speedup_vs_fp32"} & (row.flagged | row.noisy))
+        images = f", images/s {ips:.2f}×" if ips and sound else ""
         sentences.append(f"{label(row, keys)} is {base_step / step:.2f}× fp32 over the profiled step at "
                          f"{model_title(model)}{images}: " + ", ".join(parts) + bound + ".")
     if not sentences:
         return ""
-    return "Where the time went (profiled runs, --profile): " + " ".join(sentences)
+    off = [f"{label(r, keys)} ({ratio:.2f}× its timed step)" for r in at
+           if (ratio := _profiled_vs_timed(r)) and not 1 / PROFILE_AGREES <= ratio <= PROFILE_AGREES]
+    care = (f" The profiled step was not the timed step's length for {', '.join(off)}: the machine was busier or "
+            f"quieter during its profiled window than in its timed steps, or the profiler cost that much; read "
+            f"its classes' ratios with care." if off else "")
+    return "Where the time went (profiled runs, --profile): " + " ".join(sentences) + care
+
+
+def _profiled_vs_timed(row: Row) -> float | None:
+    """The profiled step's length over the timed (unprofiled) step's, from images/s per process and the batch."""
+    ips, batch = row.values.get("images_per_s_per_gpu"), row.facts.get("batch_size")
+    if not ips or isinstance(batch, bool) or not isinstance(batch, (int, float)):
+        return None
+    return row.values["prof_step_ms"] / (1e3 * batch / ips)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from report.columns import COLUMNS, SHORT_RUN_STEPS, TIMED_COLUMNS, pct_order
 from report.compare import add_ratios
-from report.figures import arch, device, energy_source, exclusion, run_metrics, system, timed_steps, world_size
+from report.figures import arch, bench_rates, device, energy_source, exclusion, run_metrics, system, timed_steps, world_size
 from report.formatting import MIXED, placement, point
 from train.contract.experiment import PRECISIONS, with_defaults
 
@@ -77,6 +77,9 @@ class Row:
     spread: dict = field(default_factory=dict)  # column -> (min, max) over repeats
     flagged: set = field(default_factory=set)  # columns computed from a run too short to measure
     energy_sources: set = field(default_factory=set)  # its runs' nvml/energy_source labels (counter, power_integral)
+    rates: list = field(default_factory=list)  # per run: a benchmark point's {(invocation, round): images/s}, or {}
+    by_round: set = field(default_factory=set)  # columns measured over benchmark rounds: spread is over rounds
+    noisy: set = field(default_factory=set)  # ratios whose range over rounds is too wide to conclude
     base: Row | None = None  # the fp32 row it is compared with
     one: Row | None = None  # the 1-GPU row its scaling is measured against
 
@@ -112,8 +115,22 @@ class Row:
         return "power_integral" in self.energy_sources
 
     @property
+    def by_rounds(self) -> bool:
+        """Every run of the row is a benchmark point, measured in the benchmark's interleaved rounds: a sound
+        measurement of few steps, its images/s paired within each round with the other points'."""
+        return bool(self.rates) and all(self.rates)
+
+    def round_rates(self) -> dict[tuple[str, int], float]:
+        """{(invocation, round): images/s} over the row's runs (the median where two runs share a round)."""
+        pooled: dict[tuple[str, int], list[float]] = {}
+        for rates in self.rates:
+            for k, v in rates.items():
+                pooled.setdefault(k, []).append(v)
+        return {k: statistics.median(v) for k, v in pooled.items()}
+
+    @property
     def short(self) -> bool:
-        return any(t is not None and t < SHORT_RUN_STEPS for t in self.timed)
+        return not self.by_rounds and any(t is not None and t < SHORT_RUN_STEPS for t in self.timed)
 
 
 def build(runs, group_by: list[str] | None = None) -> tuple[list[Row], list[tuple]]:
@@ -151,6 +168,7 @@ def _add(rows: dict[tuple, Row], run, group_by: list[str] | None) -> None:
     row.runs.append((run.id, run_metrics(run.config, run.summary)))
     row.devices.add(device(run.config))
     row.timed.append(timed_steps(run.config, run.summary))
+    row.rates.append(bench_rates(run.config, run.summary))
     if energy_source(run.summary):
         row.energy_sources.add(energy_source(run.summary))
 
@@ -176,6 +194,12 @@ def _aggregate(row: Row) -> None:
             if len(values) == len(reached):
                 row.values[f"{part}_{pct}"] = statistics.median(values)
                 row.spread[f"{part}_{pct}"] = (min(values), max(values))
+    if row.by_rounds:  # its images/s spread is over the rounds, not over the (one or few) runs
+        rates = [v for r in row.rates for v in r.values()]
+        for column, per in (("images_per_s", 1), ("images_per_s_per_gpu", max(row.gpus, 1))):
+            if column in row.values:
+                row.spread[column] = (min(rates) / per, max(rates) / per)
+                row.by_round.add(column)
     if row.short:
         row.flagged |= {c for c in TIMED_COLUMNS if c in row.values}
 

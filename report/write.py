@@ -10,7 +10,7 @@ import os
 
 from report.columns import SHORT_MARK, all_columns, column_info, measured
 from report.compare import common, differing
-from report.formatting import cell, integral_note, md, model_title, short_note
+from report.formatting import cell, integral_note, md, model_title, noisy_note, rounds_note, short_note
 from report.rows import Row
 
 
@@ -18,11 +18,13 @@ def csv_rows(rows: list[Row]) -> list[list]:
     """Medians with full precision, and min/max over repeats; empty where a figure is missing. Every column is
     always there (even one no row measured), so scripts reading the CSV see one header."""
     columns = all_columns(rows)
-    out = [["precision", "model", "depth", "gpus", "device", "runs", "too_short", "timed_steps_min", "settings", "energy_source"]
+    out = [["precision", "model", "depth", "gpus", "device", "runs", "bench_rounds", "too_short", "timed_steps_min",
+            "settings", "energy_source"]
            + [c for col in columns for c in (col, f"{col}_min", f"{col}_max")]]
     for r in rows:
         timed = [t for t in r.timed if t is not None]
-        line = [r.precision, r.model, r.depth, r.gpus, r.device, len(r.runs), str(r.short).lower(),
+        line = [r.precision, r.model, r.depth, r.gpus, r.device, len(r.runs), len(r.round_rates()) or "",
+                str(r.short).lower(),
                 min(timed) if timed else "", json.dumps(r.facts, sort_keys=True, default=str),
                 "+".join(sorted(r.energy_sources))]
         for col in columns:
@@ -95,6 +97,10 @@ def _notes(rows) -> list[str]:
              "those runs; columns no row measured are left out (results.csv keeps them). Time to a test "
              "accuracy (training time, evaluation excluded) is given only where every run of the row reached it; "
              "its speed-up is fp32's time over the row's."]
+    if any(r.by_round for r in rows):
+        notes.append(rounds_note())
+    if any(r.noisy for r in rows):
+        notes.append(noisy_note())
     if any(r.short for r in rows):
         notes.append(short_note())
     if any(r.integral_energy for r in rows):

@@ -2,6 +2,7 @@
 list both sides use."""
 
 from train.contract.metrics import (
+    BENCHMARK_SUMMARY_KEYS,
     COMM_STEP_KEYS,
     CONFIG_KEYS,
     CONFIG_NESTED,
@@ -24,7 +25,7 @@ from train.contract.metrics import (
     TIME_TO_ACC_FIELDS,
 )
 
-__all__ = ["CONFIG_KEYS", "CONFIG_NESTED", "COMM_STEP_KEYS", "CPU_STEP_KEYS", "CPU_SUMMARY_KEYS",
+__all__ = ["BENCHMARK_SUMMARY_KEYS", "CONFIG_KEYS", "CONFIG_NESTED", "COMM_STEP_KEYS", "CPU_STEP_KEYS", "CPU_SUMMARY_KEYS",
            "CUDA_PROFILE_KEYS", "CUDA_STEP_KEYS",
            "CUDA_SUMMARY_KEYS", "DIVERGED_SUMMARY_KEYS", "ENERGY_SOURCES", "EPOCH_KEYS", "NVML_ENERGY_SUMMARY_KEYS",
            "NVML_EPOCH_KEYS", "NVML_STEP_KEYS",

@@ -72,7 +72,7 @@ def test_a_benchmark_point_is_a_benchmark_job(tmp_path):
     proc = subprocess.Popen(
         [*RUNNER, "--dataset", "synthetic", "--max-steps", "2", "--batch-size", "4", "--warmup-steps", "0",
          "--device", "cpu", "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "point"],
-        env={**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},2"}, pass_fds=(from_benchmark, to_benchmark),
+        env={**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},2,0,test"}, pass_fds=(from_benchmark, to_benchmark),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     os.close(from_benchmark)
     os.close(to_benchmark)

@@ -7,6 +7,7 @@ import sys
 import time
 
 from conftest import ROOT
+from metric_contract import BENCHMARK_SUMMARY_KEYS
 
 from train.benchmark.turns import ENV as TURNS_ENV
 
@@ -19,7 +20,7 @@ def _start_in_turns(tmp_path, name):
         [sys.executable, os.path.join(ROOT, "train", "run.py"), "--dataset", "synthetic", "--max-steps", "4",
          "--log-every", "2", "--warmup-steps", "1", "--batch-size", "4", "--device", "cpu", "--wandb-mode",
          "disabled", "--out-dir", str(tmp_path), "--name", name],
-        env={**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},2"}, pass_fds=(from_benchmark, to_benchmark),
+        env={**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},2,0,test"}, pass_fds=(from_benchmark, to_benchmark),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     os.close(from_benchmark)
     os.close(to_benchmark)
@@ -32,10 +33,10 @@ def test_a_run_trains_only_in_its_turns_and_its_waits_are_not_training_time(tmp_
     assert json.loads(reports.readline())["setup_s"] > 0  # set up, then nothing until its turn to warm up
     say("go")
     assert json.loads(reports.readline())["warm_up_s"] > 0  # one untimed forward and backward
-    say("go")
+    say("go 0")  # timed round 0
     first = json.loads(reports.readline())
     time.sleep(3)  # another point's turn
-    say("go")
+    say("go 1")
     second = json.loads(reports.readline())
     assert len(first["step_times"]) == len(second["step_times"]) == 2
     say("end")
@@ -44,6 +45,10 @@ def test_a_run_trains_only_in_its_turns_and_its_waits_are_not_training_time(tmp_
     assert result["train/steps"] == 4
     # The 3 s between its turns are not training: its training time is its two turns' and little more.
     assert result["time/train_s"] < first["wall_s"] + second["wall_s"] + 1.0
+    # Its rounds' step times are the run's own, for the report to measure it as the benchmark did.
+    bench_id, round_steps, warmup = BENCHMARK_SUMMARY_KEYS
+    assert result[round_steps] == [first["step_times"], second["step_times"]]  # the warm-up's turn is no round
+    assert result[bench_id] == "test" and result[warmup] == 0
 
 
 def test_a_run_whose_benchmark_has_gone_ends_with_one_line_and_frees_its_folder(tmp_path):

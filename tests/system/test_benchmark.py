@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,15 +16,18 @@ def _bench(tmp_path, *args):
 
 
 def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_reason_for_points_not_run(tmp_path):
-    out = _bench(tmp_path, "--precisions", "fp32", "tf32", "--rounds", "2", "--bare", "--wandb-mode", "offline")
+    out = _bench(tmp_path, "--precisions", "fp32", "tf32", "bf16", "--rounds", "2", "--bare", "--wandb-mode",
+                 "offline")
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    # Interleaved: round 1 gives every point (the runner and its bare loop) a turn before round 2 gives any.
-    marks = [line.split(":")[0] for line in text.splitlines() if line.startswith("== round")]
-    assert marks == ["== round 1/2"] * 2 + ["== round 2/2"] * 2
-    assert text.count("  set up: ") == 2  # each point set up once, for all its rounds
+    # Interleaved: round 1 gives every point (two runners, their bare loops) a turn before round 2 gives any, after
+    # the runners' untimed profiled round (--profile is on by default: 1 step, all a 2-step round has room for).
+    marks = [line.split(":")[0] for line in text.splitlines() if line.startswith("== ")][1:]
+    assert marks == ["== profile round"] * 2 + ["== round 1/2"] * 4 + ["== round 2/2"] * 4
+    assert text.count("  set up: ") == 4  # each point set up once, for all its rounds
+    assert "Step time by operation class" in text and "1 profiled step(s) per point" in text
     table_text = text[text.index("model  precision"):]
-    rows = {line.split()[1]: line.split() for line in table_text.splitlines()[2:4]}
+    rows = {line.split()[1]: line.split() for line in table_text.splitlines()[2:5]}
     assert rows["fp32"][5:7] == ["1.00x", "[1.00-1.00]"] and rows["fp32"][-1] == "1.00x"  # median [min-max]
     assert rows["tf32"][4] == "-"
     assert "tf32 (resnet18, device, compile none): precision tf32 cannot run on cpu" in table_text
@@ -31,9 +35,21 @@ def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_r
     assert bare[:4] == ["resnet18", "fp32", "device", "none"] and bare[4].endswith("x") and bare[5].startswith("[")
     assert "goal >= 0.97" in text
     assert "AVX512-BF16" in text and "AMX-BF16" in text  # CPU ratios name the features they depend on
-    runs = [d for d in os.listdir(tmp_path) if d.startswith("r18-") and os.path.isdir(tmp_path / d)]
-    assert len(runs) == 1  # one run for the point's two rounds, with its checkpoint and log
+    runs = [d for d in os.listdir(tmp_path) if d.startswith("r18-fp32") and os.path.isdir(tmp_path / d)]
+    assert len(runs) == 1  # one run for the point's rounds, with its checkpoint and log
     result = json.load(open(tmp_path / runs[0] / "result.json"))
-    assert result["train/steps"] == 4 and os.path.exists(tmp_path / runs[0] / "checkpoint.pt")
+    assert result["train/steps"] == 6 and os.path.exists(tmp_path / runs[0] / "checkpoint.pt")  # 2 profiled, 2x2
+    assert [len(r) for r in result["bench/round_step_s"]] == [2, 2]  # the timed rounds, for the report
     assert result["time/setup_s"] > 0 and result["time/compile_s"] is None
     assert "done: " in open(tmp_path / f"{runs[0]}.log").read()
+
+    # The README's next step: the newcomer's first report has the ratios, the Observations and the breakdown.
+    report = subprocess.run([sys.executable, "-m", "report", str(tmp_path), "--out", str(tmp_path / "report")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    md = open(tmp_path / "report" / "results.md").read()
+    observed = md[md.index("### Observations"):md.index("## All points")]
+    assert re.search(r"bf16: throughput \d\.\d\d× fp32's \(\d\.\d\d–\d\.\d\d over 2 interleaved round\(s\)", observed), observed
+    assert "Where the time went (profiled runs, --profile): bf16 is" in observed
+    assert "too short to measure" not in observed and "§ measured in a benchmark's interleaved rounds" in md
+    assert os.path.exists(tmp_path / "report" / "step_breakdown.png")

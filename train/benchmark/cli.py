@@ -33,16 +33,21 @@ from dataclasses import dataclass
 
 from train.benchmark.breakdown import profile_table
 from train.benchmark.turns import ENV as TURNS_ENV
+from train.contract import rounds
 from train.contract.errors import UsageError
 from train.contract.files import RESULT_FILE
+from train.contract.rounds import DISTURBED, MAX_SPREAD, spread
 from train.measure.cpu import model_and_flags as cpu_model_and_flags
 from train.numerics import registry
-from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, positive_int
+from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, HelpFormatter, OneLineParser, non_negative_int, positive_int
 
 RUNNER = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")]  # as users start it
 BARE = ["-m", "train.benchmark.bare"]
 TURN_KEYS = ("train/images_per_s", "wall_s", "step_times")  # a round's own figures; the rest of a row is the point's run
-BARE_GOAL = {"cpu": 0.97, "cuda": 0.99}  # the runner's speed as a share of the bare loop's, at least
+BARE_GOAL = {"cpu": 0.97, "cuda": 0.99}
+# Steps each point profiles by default (--profile): a few steps explain a step's time by class; the profiled round
+# is untimed, so it costs wall time only (about 4 s of the CPU quick start's 30).
+PROFILE_STEPS = 3  # the runner's speed as a share of the bare loop's, at least
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run a minimal training loop of each point (train/benchmark/bare.py), interleaved, and print "
                    "the runner's speed as a share of it")
     p.add_argument("--rounds", type=positive_int, help="times every point runs, interleaved (default: 3)")
-    p.add_argument("--max-spread", type=float, default=0.10,
+    p.add_argument("--max-spread", type=float, default=MAX_SPREAD,
                    help="a ratio whose range over rounds is wider than this share of it is flagged as too wide")
     p.add_argument("--steps", type=positive_int, help="steps per point (default: 4 on CPU, 300 on GPU)")
     p.add_argument("--warmup-steps", type=int, help="steps left out of each median (default: 1 on CPU, 50 on GPU)")
@@ -72,27 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nvml-ab", action="store_true",
                    help="run every point twice, NVML sampler off and at --nvml-hz, and print the sampler's cost")
     p.add_argument("--nvml-hz", type=float, default=10.0, help="sampler rate for --nvml-ab")
-    p.add_argument("--profile", type=positive_int, nargs="?", const=3, metavar="K",
-                   help="first give every point one untimed round in which the runner profiles K steps (3 when "
-                   "K is not given) after its warm-up, then print the step time by operation class side by side "
-                   "(docs/profile.md)")
+    p.add_argument("--profile", type=non_negative_int, nargs="?", const=PROFILE_STEPS, metavar="K",
+                   help=f"first give every point one untimed round in which the runner profiles K steps after its "
+                   f"warm-up, then print the step time by operation class side by side (docs/profile.md); 0: no "
+                   f"profiled round (default: {PROFILE_STEPS}, or what a round has room for)")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                    help="as the runner's (default: online with W&B credentials, else offline)")
     return p
 
 
 # --- statistics over rounds --------------------------------------------------------------------------------
-
-def spread(values: list[float], max_spread: float) -> dict:
-    """Median and range of per-round values; `wide` when the range exceeds max_spread of the median."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return {}
-    mid = statistics.median(values)
-    lo, hi = min(values), max(values)
-    return {"median": mid, "min": lo, "max": hi, "n": len(values),
-            "wide": len(values) > 1 and mid > 0 and (hi - lo) / mid > max_spread}
-
 
 def fmt_ratio(s: dict) -> str:
     if not s:
@@ -102,28 +96,18 @@ def fmt_ratio(s: dict) -> str:
     return f"{s['median']:.2f}x [{s['min']:.2f}-{s['max']:.2f}]{' !' if s['wide'] else ''}"
 
 
-DISTURBED = 2.0  # a round with a step over this multiple of its point's median step was disturbed
-
-
 def mark_disturbed(rows: list[dict], warmup: int) -> int:
-    """Flag the rounds another process disturbed: one of their timed steps took over DISTURBED times the point's
-    median step (over all its rounds). A runner's own cost never doubles a step; a job taking the cores does
-    (seen on a shared 2-core machine: 0.6 s steps became 2-5 s). Their ratios are left out rather than widening
-    every range, unless most of a point's rounds are so: then that is how it runs, and its range shows it.
-    Returns how many rounds were flagged."""
+    """Flag each point's rounds another process disturbed (train/contract/rounds.py): their ratios are left out
+    rather than widening every range. Returns how many rounds were flagged."""
     by_point: dict[int, list[dict]] = {}
     for r in rows:
         if r.get("step_times") and "error" not in r:
             by_point.setdefault(r["index"], []).append(r)
     flagged = 0
     for same in by_point.values():
-        typical = statistics.median(t for r in same for t in r["step_times"][warmup:])
-        slow = [max(r["step_times"][warmup:]) > DISTURBED * typical for r in same]
-        if 2 * sum(slow) > len(same):  # most rounds: not an exception to leave out but how this point runs
-            slow = [False] * len(same)
-        for r, is_slow in zip(same, slow):
+        for r, is_slow in zip(same, rounds.disturbed([r["step_times"] for r in same], warmup)):
             r["disturbed"] = is_slow
-        flagged += sum(slow)
+            flagged += is_slow
     return flagged
 
 
@@ -146,12 +130,11 @@ class PointProcess:
     """One point's process, the runner or the bare loop, trained in the turns this benchmark gives it
     (train/benchmark/turns.py). Its output goes to a log file next to its run: several processes set up at once."""
 
-    def __init__(self, point: dict, script: str, argv: list[str], log_path: str, steps_per_turn: int,
-                 result_path: str):
+    def __init__(self, point: dict, script: str, argv: list[str], log_path: str, turns: str, result_path: str):
         self.point, self.result_path, self.log_path = point, result_path, log_path
         from_benchmark, to_child = os.pipe()
         from_child, to_benchmark = os.pipe()
-        env = {**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},{steps_per_turn}"}
+        env = {**os.environ, TURNS_ENV: f"{from_benchmark},{to_benchmark},{turns}"}  # turns: steps,warm-up,id
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen([sys.executable, *script, *argv], stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, pass_fds=(from_benchmark, to_benchmark))
@@ -173,9 +156,10 @@ class PointProcess:
         self.error = self._reason(self.proc.wait())
         return None
 
-    def turn(self) -> dict | None:
-        """One round's steps: (step times, wall time), or None when the process failed."""
-        self._say("go")
+    def turn(self, rnd: int | None = None) -> dict | None:
+        """One turn's steps: (step times, wall time), or None when the process failed. `rnd`: the timed round it
+        is (the run keeps those rounds' step times); None for the warm-up and the profiled round."""
+        self._say("go" if rnd is None else f"go {rnd}")
         return self.report()
 
     def release(self) -> None:
@@ -230,9 +214,8 @@ def start(specs: list[tuple]) -> list[PointProcess]:
 
 
 def turn_figures(report: dict, batch: int, warmup: int) -> dict:
-    """A round of one point: images/s from the median step after the round's warm-up steps, and wall time."""
-    timed = report["step_times"][warmup:]
-    return {"train/images_per_s": batch / statistics.median(timed) if timed else None, "wall_s": report["wall_s"],
+    """A round of one point: images/s (train/contract/rounds.py), its step times and wall time."""
+    return {"train/images_per_s": rounds.round_rate(report["step_times"], warmup, batch), "wall_s": report["wall_s"],
             "step_times": report["step_times"]}
 
 
@@ -306,7 +289,7 @@ def point_of(r: dict) -> tuple:
     return r["model"], r["precision"], r["loader"], r["compile"], r["nvml_hz"]
 
 
-def table(rows: list[dict], max_spread: float = 0.10) -> str:
+def table(rows: list[dict], max_spread: float = MAX_SPREAD) -> str:
     """One line per point: medians over rounds, and ratios to fp32 (same model, loader, compile) with range."""
     runs = sorted((r for r in rows if r.get("kind", "runner") == "runner"), key=lambda r: r.get("index", 0))
     speed = paired(runs, point_of, lambda r: (r["model"], "fp32", *point_of(r)[2:]), "train/images_per_s",
@@ -399,6 +382,8 @@ class Plan:
     warmup: int
     batch: int
     rounds: int
+    profile: int  # steps each runner point profiles in an untimed round before the timed ones; 0: none
+    bench_id: str  # this invocation: its points' rounds are paired only with each other's
     sampler_rates: list[float]
     points: list[dict]
     refused: list[dict]
@@ -410,8 +395,9 @@ def plan(args: argparse.Namespace, gpu: bool) -> Plan:
     if warmup >= steps:
         raise UsageError(f"--warmup-steps {warmup} leaves none of the {steps} steps of a round to time: use "
                          "fewer warm-up steps or more --steps")
-    if args.profile and warmup + args.profile > steps:
-        raise UsageError(f"--profile {args.profile} after {warmup} warm-up step(s) does not fit in a round of {steps} "
+    profile = args.profile if args.profile is not None else min(PROFILE_STEPS, steps - warmup)
+    if warmup + profile > steps:
+        raise UsageError(f"--profile {profile} after {warmup} warm-up step(s) does not fit in a round of {steps} "
                          "steps: use more --steps or a smaller K")
     if args.nvml_ab and not gpu:
         raise UsageError("--nvml-ab measures the NVML sampler's cost on a GPU; no CUDA GPU is in use")
@@ -431,38 +417,42 @@ def plan(args: argparse.Namespace, gpu: bool) -> Plan:
                 points.append(point)
             elif kind == "runner":
                 refused.append({**point, "round": 0, "error": reason})
-    return Plan(args, "cuda" if gpu else "cpu", steps, warmup, batch, args.rounds or 3, rates, points, refused)
+    bench_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return Plan(args, "cuda" if gpu else "cpu", steps, warmup, batch, args.rounds or 3, profile, bench_id, rates,
+                points, refused)
 
 
 def spec(pl: Plan, p: dict) -> tuple:
-    """(point, command, argv, log file, steps per turn, result file) of one point's process."""
+    """(point, command, argv, log file, its turns (steps,warm-up,benchmark id), result file) of one point's
+    process."""
     args = pl.args
     size = ["--depth", str(p["depth"])] if p["depth"] is not None else []
     common = ["--model", p["arch"], *size, "--precision", p["precision"], "--loader", p["loader"],
               "--warmup-steps", str(pl.warmup), "--batch-size", str(pl.batch), "--device", args.device,
               "--compile", p["compile"]]
     short = f"r{p['depth']}" if p["depth"] is not None else p["model"]  # the runner's own run-name spelling
+    turns = f"{pl.steps},{pl.warmup},{pl.bench_id}"
     tag = f"{short}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
     if p["kind"] == "bare":
         out = os.path.join(args.out_dir, f"bare-{tag}.json")
         argv_bare = [*common, "--steps", str(pl.rounds * pl.steps), "--out", out]
-        return p, BARE, argv_bare, out.removesuffix(".json") + ".log", pl.steps, out
+        return p, BARE, argv_bare, out.removesuffix(".json") + ".log", turns, out
     name = tag
-    profile_round = ["--profile", str(args.profile)] if args.profile else []  # one more round, first, untimed
-    rounds = pl.rounds + (1 if args.profile else 0)
-    argv_run = [*common, *profile_round, "--max-steps", str(rounds * pl.steps), "--dataset", "synthetic", "--out-dir",
+    profile_round = ["--profile", str(pl.profile)] if pl.profile else []  # one more round, first, untimed
+    steps = (pl.rounds + (1 if pl.profile else 0)) * pl.steps
+    argv_run = [*common, *profile_round, "--max-steps", str(steps), "--dataset", "synthetic", "--out-dir",
                 args.out_dir, "--name", name, "--log-every", str(pl.steps), "--group", "benchmark", "--tags",
                 "benchmark", "--nvml-hz", str(p["nvml_hz"])]
     if args.wandb_mode:
         argv_run += ["--wandb-mode", args.wandb_mode]
-    return (p, RUNNER, argv_run, os.path.join(args.out_dir, f"{name}.log"), pl.steps,
+    return (p, RUNNER, argv_run, os.path.join(args.out_dir, f"{name}.log"), turns,
             os.path.join(args.out_dir, name, RESULT_FILE))
 
 
 def run_group(pl: Plan, group: list[dict], rows: list[dict]) -> None:
     """Set up a group's points together, give each its turn in every round, then end their runs together."""
     procs = start([spec(pl, p) for p in group])
-    if pl.args.profile:
+    if pl.profile:
         profile_round(procs)
     for rnd in range(pl.rounds):
         live = [p for p in procs if p.error is None]
@@ -471,7 +461,7 @@ def run_group(pl: Plan, group: list[dict], rows: list[dict]) -> None:
         if rnd % 2:
             order.reverse()
         for p in order:
-            report = p.turn()
+            report = p.turn(rnd)
             if report is None:
                 print(f"== round {rnd + 1}/{pl.rounds}: {describe(p.point)}: failed: {p.error}", flush=True)
                 continue
@@ -523,8 +513,8 @@ def print_tables(pl: Plan, rows: list[dict], where: str, torch_version: str) -> 
         print(shown[-1])
     if args.nvml_ab:
         print_sampler_cost(rows, args.nvml_hz, args.max_spread)
-    if args.profile:
-        print(f"\nStep time by operation class, ms per profiled step (share of it), {args.profile} profiled step(s) "
+    if pl.profile:
+        print(f"\nStep time by operation class, ms per profiled step (share of it), {pl.profile} profiled step(s) "
               "per point in the untimed first round; x: the class's speed-up over fp32 (docs/profile.md):")
         print(profile_table([r for r in rows if r["nvml_hz"] == last]))
     wide = any(" !" in text for text in shown)
@@ -578,9 +568,9 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> int:
         run_group(pl, group, rows)
     where = device_label(rows, gpu)
     print_tables(pl, rows, where, torch.__version__)
-    raw = os.path.join(args.out_dir, f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    raw = os.path.join(args.out_dir, f"benchmark-{pl.bench_id}.json")
     with open(raw, "w") as f:
-        json.dump({"argv": argv, "device": where, "torch": torch.__version__, "steps": pl.steps,
+        json.dump({"argv": argv, "bench_id": pl.bench_id, "device": where, "torch": torch.__version__, "steps": pl.steps,
                    "warmup_steps": pl.warmup, "batch_size": pl.batch, "rounds": pl.rounds, "rows": rows}, f)
     print(f"Every round's step times: {raw}. Benchmark wall time {time.perf_counter() - started:.0f}s.")
     return 0 if any("error" not in r for r in rows) else 1

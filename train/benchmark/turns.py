@@ -9,10 +9,13 @@ the others sleep in `read`, using no CPU or GPU. After its last round a process 
 that every point ends its run (summary, checkpoint, W&B) together, when nothing is being timed. The pipe's end
 of file instead means the benchmark has gone: the run stops there.
 
-The benchmark passes the pipe's ends and the turn's length in TRAIN_TURNS ("<read fd>,<write fd>,<steps>");
-without it a run is an ordinary one. The reports are JSON lines: {"setup_s"} once set up, {"warm_up_s"}, then
-per round {"step_times", "wall_s"}: each step's time (as the run times it) and the turn's wall time from the benchmark's
-go to the end of its last log window.
+The benchmark passes the pipe's ends, the turn's length, the warm-up steps each round leaves out and its own id in
+TRAIN_TURNS ("<read fd>,<write fd>,<steps>,<warm-up steps>,<id>"); without it a run is an ordinary one. The
+reports are JSON lines: {"setup_s"} once set up, {"warm_up_s"}, then per turn {"step_times", "wall_s"}: each step's
+time (as the run times it) and the turn's wall time from the benchmark's go to the end of its last log window. A
+timed round's go names the round ("go 0", "go 1", ...); the warm-up's and the profiled round's are a bare "go". The
+run keeps its timed rounds' step times in its summary (bench/*, train/contract/rounds.py), for the report to
+measure it as the benchmark did.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import os
 import time
 
-from train.contract import lineage
+from train.contract import lineage, rounds
 from train.runner.hooks import Hooks
 
 ENV = "TRAIN_TURNS"
@@ -33,20 +36,22 @@ class Turns(Hooks):
 
     job_type = lineage.BENCHMARK  # the runner's W&B run is a benchmark point, not a training run of the study
 
-    def __init__(self, read_fd: int, write_fd: int, steps: int):
-        self.steps = steps
+    def __init__(self, read_fd: int, write_fd: int, steps: int, warmup: int = 0, bench_id: str = ""):
+        self.steps, self.warmup, self.bench_id = steps, warmup, bench_id
         self._read = os.fdopen(read_fd, "r")
         self._write = os.fdopen(write_fd, "w")
         self._step_times: list[float] = []
         self._went = 0.0
+        self._round: int | None = None  # the timed round this turn is, as the benchmark's go named it
+        self._rounds: dict[int, list[float]] = {}  # timed round -> its step times
 
     @classmethod
     def from_env(cls) -> "Turns | None":
         value = os.environ.pop(ENV, None)  # popped: no child process (a DataLoader worker) takes the pipe
         if not value:
             return None
-        read_fd, write_fd, steps = (int(x) for x in value.split(","))
-        return cls(read_fd, write_fd, steps)
+        read_fd, write_fd, steps, warmup, bench_id = value.split(",")
+        return cls(int(read_fd), int(write_fd), int(steps), int(warmup), bench_id)
 
     def on_window(self, step_times: list[float]) -> None:
         """A log window's step times, in order: reported at the turn's end."""
@@ -76,6 +81,8 @@ class Turns(Hooks):
         """This turn is over: report it, wait for the next (or for the end). Returns the seconds waited, which
         are not training time."""
         ended = time.perf_counter()
+        if self._round is not None:
+            self._rounds[self._round] = self._step_times
         self._wait({"step_times": self._step_times, "wall_s": ended - self._went})
         self._step_times = []
         return self._went - ended
@@ -89,4 +96,11 @@ class Turns(Hooks):
             go = ""
         if not go:  # end of file: the benchmark has gone (interrupted or killed)
             raise SystemExit("error: the benchmark that gave this run its turns has gone; the run ends here")
+        word = go.split()
+        self._round = int(word[1]) if word[0] == "go" and len(word) > 1 else None
         self._went = time.perf_counter()
+
+    def summary(self) -> dict:
+        """The timed rounds' step times, in round order, for the run's summary."""
+        return {rounds.BENCH_ID: self.bench_id, rounds.ROUND_WARMUP: self.warmup,
+                rounds.ROUND_STEPS: [self._rounds[r] for r in sorted(self._rounds)]}

@@ -51,6 +51,9 @@ PROFILE_CLASS_NAMES = {  # as tables, plots and sentences name them
 PROFILE_KEYS = ["prof/step_ms", "prof/steps", *(f"prof/{c}_{unit}" for c in PROFILE_CLASSES for unit in ("ms", "share")),
                 "prof/conv_matmul_flops_per_s", "prof/conv_matmul_peak_frac"]
 CUDA_PROFILE_KEYS = ["prof/tensor_core_share", "prof/comm_overlapped_ms"]
+# Runs of `python -m train.benchmark` points only: their timed rounds (train/contract/rounds.py says how they are
+# measured): the benchmark invocation's id, each round's step times (s) in round order, its warm-up steps left out.
+BENCHMARK_SUMMARY_KEYS = ["bench/id", "bench/round_step_s", "bench/warmup_steps"]
 CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "effective_lr", "optimizer", "epochs", "seed",
                "experiment", "provenance", "precision_settings", "model", "system", "data", "total_steps", "nvml",
                "nodecheck"]

@@ -26,7 +26,7 @@ def run(device_type: str, precisions: list[str], out_dir: str) -> tuple[list[dic
     args = cli.build_parser().parse_args(
         ["--precisions", *precisions, "--bare", "--rounds", str(rounds), "--steps", str(steps), "--warmup-steps",
          str(warmup), "--batch-size", str(batch), "--device", device_type, "--out-dir", out_dir,
-         "--wandb-mode", "offline"])
+         "--wandb-mode", "offline", "--profile", "0"])
     os.makedirs(out_dir, exist_ok=True)
     pl = cli.plan(args, device_type == "cuda")
     rows = list(pl.refused)

@@ -26,3 +26,7 @@ class Hooks:
         """After a log window inside an epoch that did not end the run; `sampler`: the run's NVML sampler or None.
         Returns the seconds spent outside training (waiting), which the epoch's training time leaves out."""
         return 0.0
+
+    def summary(self) -> dict:
+        """What the tool adds to the run's summary at its end (the benchmark's rounds, bench/*)."""
+        return {}

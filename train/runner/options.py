@@ -39,7 +39,7 @@ def _bounded(convert, what: str, inclusive: bool):
 
 
 positive_int = _bounded(int, "a positive integer", inclusive=False)
-_non_negative_int = _bounded(int, "an integer >= 0", inclusive=True)
+non_negative_int = _bounded(int, "an integer >= 0", inclusive=True)
 _positive_float = _bounded(float, "a positive number", inclusive=False)
 _non_negative_float = _bounded(float, "a number >= 0", inclusive=True)
 
@@ -142,7 +142,7 @@ class RunConfig:
     max_steps: int | None = option(None, "stop after this many optimizer steps (smoke runs, benchmarks); "
                                    "evaluation still runs at the end", TRAINING, type=positive_int)
     warmup_steps: int = option(10, "first steps left out of the run's images/s median (cuDNN autotuning, "
-                               "allocator warm-up)", TRAINING, type=_non_negative_int)
+                               "allocator warm-up)", TRAINING, type=non_negative_int)
     target_acc: list[float] = option(
         list(DEFAULT_TARGETS), "test accuracies (fractions) whose training time, epoch, images and, on GPUs, "
         "energy the run records when it first reaches each (summary time_to_acc/<percent>); defaults are for "
@@ -157,7 +157,7 @@ class RunConfig:
                          "there; torch: torchvision transforms in a DataLoader with --num-workers processes", DATA,
                          identity=True, choices=("device", "torch"))
     num_workers: int = option(2, "DataLoader worker processes (--loader torch)", DATA, identity=True,
-                              aliases=("--num_workers",), type=_non_negative_int)
+                              aliases=("--num_workers",), type=non_negative_int)
     device: str = option("auto", "auto: CUDA when available, else CPU", DEVICE, choices=("auto", "cuda", "cpu"),
                          shorthands={"--use_cuda": "cuda"})
     use_ddp: bool = option(False, "original study's flag: DDP on every GPU of this node (same as --gpus <GPU "
@@ -179,7 +179,7 @@ class RunConfig:
                                "--ckpt-every) in the same W&B run, with or without --resume; a stop, a "
                                "divergence or a usage error is not retried. Needs a launch (--gpus, --nodes; "
                                "--gpus 1 for one process); several nodes need --name. Under torchrun: torchrun's "
-                               "own --max-restarts", DDP, type=_non_negative_int, metavar="N")
+                               "own --max-restarts", DDP, type=non_negative_int, metavar="N")
     grad_compress: str = option("none", "gradient all-reduce in 16 bits (PyTorch's compression hooks); pure "
                                 "fp16/bf16 models already reduce 16-bit gradients", DDP, identity=True,
                                 choices=("none", "fp16", "bf16"))
@@ -206,10 +206,10 @@ class RunConfig:
     profile: int = option(0, "profile K steps (--profile alone: 3) after --warmup-steps with torch.profiler: "
                           "the step time by operation class, logged as prof/* (docs/profile.md), and the trace in "
                           "RUN_DIR/profile/ (Perfetto, chrome://tracing), also saved to W&B; the profiled steps are "
-                          "left out of images/s (0: off)", OUTPUT, type=_non_negative_int, nargs="?", const=3,
+                          "left out of images/s (0: off)", OUTPUT, type=non_negative_int, nargs="?", const=3,
                           metavar="K")
     ckpt_every: int = option(0, "also checkpoint every N epochs (0: only at the end)", OUTPUT,
-                             type=_non_negative_int)
+                             type=non_negative_int)
     ckpt_artifact: bool = option(False, "also upload the final checkpoint as a W&B model artifact (no staging copy); "
                                  "each segment's checkpoint is logged as a reference regardless", OUTPUT)
     nvml_hz: float = option(10.0, "GPU telemetry samples per second from NVML, this process's GPU only (0: off)",

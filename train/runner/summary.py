@@ -41,6 +41,7 @@ def summary(t: Training) -> dict:
         **(t.evaluation.time_to_accuracy(p.curve) if t.evaluation else {}),
         **memory_parts(t),
         **(t.profiler.result or {}),  # the segment's profiled window (prof/*), where it ran
+        **t.hooks.summary(),  # a benchmark point's rounds (bench/*)
     }
 
 
