@@ -21,8 +21,21 @@ def _colour_coded(n=16, seed=0):
     return colours[labels] + 0.1 * torch.randn(n, 3, 32, 32, generator=g), labels
 
 
+def _skip_unless_cpu_takes_rowwise_scales():
+    # torch 2.11's CPU _scaled_mm (the GPU machine's torch) takes one scale per tensor only and fails rowwise
+    # with an internal assert; 2.14.1's takes rowwise scales. A limit of torch on CPU, where the runner refuses
+    # fp8 anyway; rowwise on a GPU is test_gpu.py's. Probed, not version-checked: the probe is the fact.
+    a = torch.ones(16, 16).to(torch.float8_e4m3fn)
+    try:
+        torch._scaled_mm(a, a.t(), scale_a=torch.ones(16, 1), scale_b=torch.ones(1, 16), out_dtype=torch.bfloat16)
+    except RuntimeError as e:
+        pytest.skip(f"torch {torch.__version__}'s CPU _scaled_mm takes no rowwise scales: {str(e).splitlines()[0]}")
+
+
 @pytest.mark.parametrize("name", ["fp8_tensorwise", "fp8_rowwise"])
 def test_fp8_converts_the_expected_linears_and_lowers_the_loss(name, monkeypatch):
+    if name == "fp8_rowwise":
+        _skip_unless_cpu_takes_rowwise_scales()
     fp8_operands = []
     scaled_mm = torch._scaled_mm
     monkeypatch.setattr(torch, "_scaled_mm", lambda a, *rest, **kw: fp8_operands.append(a.dtype) or scaled_mm(
