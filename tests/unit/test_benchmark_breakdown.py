@@ -3,7 +3,7 @@
 import pytest
 
 from train.benchmark.breakdown import profile_table
-from train.benchmark.cli import build_parser, plan
+from train.benchmark.cli import build_parser, plan, profiler_cost_table
 from train.contract.errors import UsageError
 from train.contract.metrics import PROFILE_CLASSES
 
@@ -37,3 +37,26 @@ def test_a_profile_window_that_does_not_fit_a_round_is_refused():
     with pytest.raises(UsageError, match="--profile 4 after 1 warm-up"):
         plan(build_parser().parse_args(["--profile", "4", "--steps", "4", "--device", "cpu"]), gpu=False)
     assert plan(build_parser().parse_args(["--profile", "--steps", "4", "--device", "cpu"]), gpu=False).steps == 4
+
+
+def test_the_default_profile_fits_the_round_and_profile_ab_runs_each_point_profiled_and_not():
+    parse = lambda *a: plan(build_parser().parse_args([*a, "--device", "cpu"]), gpu=False)  # noqa: E731
+    assert parse().profile == 3 and parse("--steps", "2").profile == 1  # on by default, in what a round has
+    assert parse("--profile", "0").profile == 0
+    with pytest.raises(UsageError, match="--profile-ab compares runs with and without"):
+        parse("--profile", "0", "--profile-ab")
+    points = parse("--precisions", "fp32", "bf16", "--profile-ab", "--bare").points
+    assert [(p["precision"], p["kind"], p["profiled"]) for p in points] == [
+        ("fp32", "runner", True), ("fp32", "runner", False), ("fp32", "bare", False),
+        ("bf16", "runner", True), ("bf16", "runner", False), ("bf16", "bare", False)]
+
+
+def test_the_profilers_cost_is_the_profiled_runs_images_per_s_over_its_twins_paired_in_rounds():
+    def row(rnd, profiled, ips):
+        return {"round": rnd, "kind": "runner", "model": "resnet18", "precision": "fp32", "loader": "device",
+                "compile": "none", "nvml_hz": 10.0, "profiled": profiled, "train/images_per_s": ips}
+
+    # round 1 ran slower for both: paired, the profiler costs nothing in either round
+    rows = [row(0, True, 100), row(0, False, 100), row(1, True, 50), row(1, False, 50)]
+    assert "1.00x [1.00-1.00]" in profiler_cost_table(rows, 0.1)
+    assert profiler_cost_table([row(0, True, 90), row(0, False, 100)], 0.1).endswith(" 0.90x")  # one round

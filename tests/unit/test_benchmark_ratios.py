@@ -13,9 +13,9 @@ def _row(rnd, prec, ips, kind="runner", wall=1.0):
 
 def test_ratios_pair_points_within_a_round_and_a_wide_range_is_flagged():
     steady = [_row(0, "fp32", 100), _row(0, "bf16", 200), _row(1, "fp32", 50), _row(1, "bf16", 100)]
-    ratios = paired(steady, point_of, lambda r: ("resnet18", "fp32", "device", "none", 10.0), "train/images_per_s", 0.1)
+    ratios = paired(steady, point_of, lambda r: ("resnet18", "fp32", "device", "none", 10.0, False), "train/images_per_s", 0.1)
     # The machine halved its speed in round 2, for both points alike: the ratio is still exactly 2.
-    assert ratios[("resnet18", "bf16", "device", "none", 10.0)] == spread([2.0, 2.0], 0.1)
+    assert ratios[("resnet18", "bf16", "device", "none", 10.0, False)] == spread([2.0, 2.0], 0.1)
     assert "2.00x [2.00-2.00]" in table(steady) and " !" not in table(steady)
     assert table(steady).splitlines()[3].split()[-1] == "0.50x"  # checkpoint sizes do not vary: no range
     noisy = [_row(0, "fp32", 100), _row(0, "bf16", 200), _row(1, "fp32", 100), _row(1, "bf16", 120)]

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"first give every point one untimed round in which the runner profiles K steps after its "
                    f"warm-up, then print the step time by operation class side by side (docs/profile.md); 0: no "
                    f"profiled round (default: {PROFILE_STEPS}, or what a round has room for)")
+    p.add_argument("--profile-ab", action="store_true",
+                   help="run every point twice, with and without the profiled round, and print the profiler's cost "
+                   "outside its window: the two runs' images/s, paired within each timed round")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                    help="as the runner's (default: online with W&B credentials, else offline)")
     return p
@@ -221,7 +224,8 @@ def turn_figures(report: dict, batch: int, warmup: int) -> dict:
 
 def describe(p: dict) -> str:
     return (f"{p['kind']} {p['model']} {p['precision']} ({p['loader']} loader, compile {p['compile']}"
-            f"{', NVML %g Hz' % p['nvml_hz'] if p.get('nvml_ab') else ''})")
+            f"{', NVML %g Hz' % p['nvml_hz'] if p.get('nvml_ab') else ''}"
+            f"{(', profiled' if p['profiled'] else ', unprofiled') if p.get('profile_ab') else ''})")
 
 
 def cpu_features() -> str:
@@ -286,7 +290,7 @@ def _columns(lines: list[tuple]) -> list[str]:
 
 
 def point_of(r: dict) -> tuple:
-    return r["model"], r["precision"], r["loader"], r["compile"], r["nvml_hz"]
+    return r["model"], r["precision"], r["loader"], r["compile"], r["nvml_hz"], r.get("profiled", False)
 
 
 def table(rows: list[dict], max_spread: float = MAX_SPREAD) -> str:
@@ -325,7 +329,7 @@ def table(rows: list[dict], max_spread: float = MAX_SPREAD) -> str:
 
 def compile_table(rows: list[dict], max_spread: float) -> str:
     runs = [r for r in rows if r.get("kind", "runner") == "runner"]
-    gain = paired(runs, point_of, lambda r: (*point_of(r)[:3], "none", r["nvml_hz"]), "train/images_per_s",
+    gain = paired(runs, point_of, lambda r: (*point_of(r)[:3], "none", *point_of(r)[4:]), "train/images_per_s",
                   max_spread)
     lines = [("model", "precision", "loader", "compile", "images/s vs none", "compile s")]
     for point, s in gain.items():
@@ -399,6 +403,8 @@ def plan(args: argparse.Namespace, gpu: bool) -> Plan:
     if warmup + profile > steps:
         raise UsageError(f"--profile {profile} after {warmup} warm-up step(s) does not fit in a round of {steps} "
                          "steps: use more --steps or a smaller K")
+    if args.profile_ab and not profile:
+        raise UsageError("--profile-ab compares runs with and without the profiled round: give --profile K, not 0")
     if args.nvml_ab and not gpu:
         raise UsageError("--nvml-ab measures the NVML sampler's cost on a GPU; no CUDA GPU is in use")
     batch = args.batch_size or (256 if gpu else 32)
@@ -407,15 +413,17 @@ def plan(args: argparse.Namespace, gpu: bool) -> Plan:
     models = [(m, d) for m in args.models for d in (args.depths if registry.get(m).uses_depth else [None])]
     for (arch, depth), loader, prec, mode in itertools.product(models, args.loaders, args.precisions, args.compile):
         reason = refusal(args.device, prec, mode, arch, depth)
-        kinds = [("runner", hz) for hz in rates] + ([("bare", rates[-1])] if args.bare else [])
-        for kind, hz in kinds:
+        profiled = [True, False] if args.profile_ab else [bool(profile)]
+        kinds = [("runner", hz, p) for hz in rates for p in profiled] + \
+            ([("bare", rates[-1], False)] if args.bare else [])  # the bare loop never profiles
+        for kind, hz, prof in kinds:
             point = {"arch": arch, "depth": depth, "model": registry.arch(arch, depth), "precision": prec,
                      "loader": loader, "compile": mode, "batch_size": batch,
-                     "nvml_hz": hz, "nvml_ab": args.nvml_ab, "kind": kind,
-                     "index": len(points) + len(refused)}  # the table's order
+                     "nvml_hz": hz, "nvml_ab": args.nvml_ab, "profiled": prof, "profile_ab": args.profile_ab,
+                     "kind": kind, "index": len(points) + len(refused)}  # the table's order
             if not reason:
                 points.append(point)
-            elif kind == "runner":
+            elif kind == "runner" and prof == profiled[0]:
                 refused.append({**point, "round": 0, "error": reason})
     bench_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     return Plan(args, "cuda" if gpu else "cpu", steps, warmup, batch, args.rounds or 3, profile, bench_id, rates,
@@ -438,8 +446,8 @@ def spec(pl: Plan, p: dict) -> tuple:
         argv_bare = [*common, "--steps", str(pl.rounds * pl.steps), "--out", out]
         return p, BARE, argv_bare, out.removesuffix(".json") + ".log", turns, out
     name = tag
-    profile_round = ["--profile", str(pl.profile)] if pl.profile else []  # one more round, first, untimed
-    steps = (pl.rounds + (1 if pl.profile else 0)) * pl.steps
+    profile_round = ["--profile", str(pl.profile)] if p["profiled"] else []  # one more round, first, untimed
+    steps = (pl.rounds + (1 if p["profiled"] else 0)) * pl.steps
     argv_run = [*common, *profile_round, "--max-steps", str(steps), "--dataset", "synthetic", "--out-dir",
                 args.out_dir, "--name", name, "--log-every", str(pl.steps), "--group", "benchmark", "--tags",
                 "benchmark", "--nvml-hz", str(p["nvml_hz"])]
@@ -485,7 +493,7 @@ def profile_round(procs: list[PointProcess]) -> None:
     """The runner's profiled steps, in a round of their own before the timed ones (the bare loop sits it out:
     it does not profile, and a round more would shift its rounds from the runner's)."""
     for p in procs:
-        if p.error is None and p.point["kind"] == "runner":
+        if p.error is None and p.point["profiled"]:
             if p.turn() is None:
                 print(f"== profile round: {describe(p.point)}: failed: {p.error}", flush=True)
             else:
@@ -495,28 +503,35 @@ def profile_round(procs: list[PointProcess]) -> None:
 def print_tables(pl: Plan, rows: list[dict], where: str, torch_version: str) -> None:
     args, last = pl.args, pl.sampler_rates[-1]
     disturbed = mark_disturbed(rows, pl.warmup)
+    # the points as a plain benchmark runs them: at the sampler's rate, profiled unless --profile 0
+    main = [r for r in rows if r["nvml_hz"] == last and (r["kind"] == "bare" or r["profiled"] == bool(pl.profile))]
     print(f"\nSynthetic data, batch {pl.batch}, {pl.rounds} round(s) of {pl.steps} steps per point ({pl.warmup} "
           f"warm-up step(s) of each round left out of its median), {len(pl.points)} point(s) each in a process of "
           f"its own (set-up times are of all of a group's points setting up at once), on {where}, torch "
           f"{torch_version}, {time.strftime('%Y-%m-%d')}:\n")
-    shown = [table([r for r in rows if r["nvml_hz"] == last], args.max_spread)]
+    shown = [table(main, args.max_spread)]
     print(shown[-1])
     if len(args.compile) > 1:
         print("\ntorch.compile gain (images/s compiled vs eager, same round; compile time is not in images/s):")
-        shown.append(compile_table([r for r in rows if r["nvml_hz"] == last], args.max_spread))
+        shown.append(compile_table(main, args.max_spread))
         print(shown[-1])
     if args.bare:
         print("\nThe runner (W&B, telemetry, checkpoint) vs a minimal loop of the same model, batch, precision and "
               "data, paired within each round. step: median step time, as images/s is measured; round wall: the "
               "round's whole loop, its log window (the one sync, W&B log, lost-update check) included:")
-        shown.append(bare_table(rows, args.max_spread, pl.device))
+        shown.append(bare_table(main, args.max_spread, pl.device))
         print(shown[-1])
     if args.nvml_ab:
-        print_sampler_cost(rows, args.nvml_hz, args.max_spread)
+        print_sampler_cost([r for r in rows if r["profiled"] == bool(pl.profile)], args.nvml_hz, args.max_spread)
+    if args.profile_ab:
+        print("\nThe profiler's cost outside its window (images/s of the profiled run's timed rounds over its "
+              "unprofiled twin's, same round; 1.00x: none):")
+        shown.append(profiler_cost_table([r for r in rows if r["nvml_hz"] == last], args.max_spread))
+        print(shown[-1])
     if pl.profile:
         print(f"\nStep time by operation class, ms per profiled step (share of it), {pl.profile} profiled step(s) "
               "per point in the untimed first round; x: the class's speed-up over fp32 (docs/profile.md):")
-        print(profile_table([r for r in rows if r["nvml_hz"] == last]))
+        print(profile_table(main))
     wide = any(" !" in text for text in shown)
     print(f"\nRatios: median over {pl.rounds} round(s) [min-max over rounds]. "
           + ("'!' marks a range wider than {:.0%} of the ratio: too wide to conclude (a busy machine?); rerun with "
@@ -534,11 +549,20 @@ def print_tables(pl: Plan, rows: list[dict], where: str, torch_version: str) -> 
 def print_sampler_cost(rows: list[dict], hz: float, max_spread: float) -> None:
     print(f"\nNVML sampler cost at {hz:g} Hz (images/s sampler off / on, same round):")
     cost = paired([r for r in rows if r["kind"] == "runner"], point_of,
-                  lambda r: (*point_of(r)[:4], 0.0), "train/images_per_s", max_spread)
+                  lambda r: (*point_of(r)[:4], 0.0, *point_of(r)[5:]), "train/images_per_s", max_spread)
     for point, s in cost.items():
         if point[4]:
-            print(f"  resnet{point[0]} {point[1]} ({point[2]}): {1 / s['median'] - 1:+.2%} "
+            print(f"  {point[0]} {point[1]} ({point[2]}): {1 / s['median'] - 1:+.2%} "
                   f"[{1 / s['max'] - 1:+.2%} to {1 / s['min'] - 1:+.2%}]")
+
+
+def profiler_cost_table(rows: list[dict], max_spread: float) -> str:
+    """Per point: the profiled run's images/s over its unprofiled twin's, paired within each timed round."""
+    cost = paired([r for r in rows if r["kind"] == "runner"], point_of, lambda r: (*point_of(r)[:5], False),
+                  "train/images_per_s", max_spread)
+    lines = [("model", "precision", "loader", "compile", "profiled / unprofiled")]
+    lines += [(*(str(x) for x in point[:4]), fmt_ratio(s)) for point, s in cost.items() if point[5]]
+    return "\n".join(_columns(lines)) if len(lines) > 1 else "  (no pair of profiled and unprofiled runs ran)"
 
 
 def main(argv: list[str] | None = None) -> int:
