@@ -67,7 +67,7 @@ def _speed_ratio(row: Row, base: Row, column: str, of_medians: float) -> None:
         if paired:
             row.values[column] = paired["median"]
             row.spread[column] = (paired["min"], paired["max"])
-            row.by_round.add(column)
+            row.over_rounds.add(column)
             if paired["wide"]:
                 row.noisy.add(column)
             return

@@ -8,7 +8,7 @@ import math
 import statistics
 
 from report.columns import pct_order
-from train.contract import rounds
+from train.contract import lineage, rounds
 from train.contract.metrics import ENERGY_SOURCES, PROFILE_CLASSES, TIME_TO_ACC_PREFIX, target_pct
 
 
@@ -174,6 +174,9 @@ def exclusion(run) -> str | None:
         return "diverged (loss not finite)"
     if isinstance(last, str) and last.lower() in ("nan", "inf", "-inf", "infinity"):
         return "diverged (loss not finite)"
+    made_by = lineage.NOT_TRAINING.get(run.config.get(lineage.JOB_TYPE_KEY))
+    if made_by:
+        return f"the suite's own {run.config[lineage.JOB_TYPE_KEY]} run ({made_by}), not a training run"
     if run.config.get("precision") is None or arch(run.config) is None:
         return "not a run of this suite (no precision/model in its config)"
     return None

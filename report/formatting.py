@@ -74,7 +74,7 @@ def fmt(column: str, value) -> str:
 def cell(row: Row, column: str) -> str:
     text = fmt(column, row.values.get(column))
     lo_hi = row.spread.get(column)
-    over_rounds = column in row.by_round
+    over_rounds = column in row.over_rounds
     if text and lo_hi and (len(row.runs) > 1 or over_rounds) and lo_hi[0] != lo_hi[1]:
         text += f" ({fmt(column, lo_hi[0])}–{fmt(column, lo_hi[1])})"
     if text and over_rounds:

@@ -55,7 +55,7 @@ def _hbars(ax, rows: list[Row], column: str, names: list[str], unit: str = ""):
         if r.short:
             bar.set_hatch("//")
     for y, r, v, up in zip(ys, rows, values, hi):  # past the error bar, so the two never overlap
-        marks = (f" {ROUNDS_MARK}" if column in r.by_round else "") + (f" {SHORT_MARK}" if column in r.flagged else "")
+        marks = (f" {ROUNDS_MARK}" if column in r.over_rounds else "") + (f" {SHORT_MARK}" if column in r.flagged else "")
         ax.annotate(fmt(column, v) + unit + marks, (v + up, y),
                     xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_yticks(list(ys), names, fontsize=8)
@@ -75,7 +75,7 @@ def throughput(rows: list[Row], where: tuple[str, int], out_dir: str) -> str | N
     keys = distinguishing(rows)
     fig, ax = plt.subplots(figsize=(8, _height(len(rows))))
     _hbars(ax, rows, "images_per_s", [f"{model_title(r.model)} {label(r, keys)}" for r in rows])
-    rounds = f", or over a benchmark's rounds {ROUNDS_MARK}" if any(r.by_round for r in rows) else ""
+    rounds = f", or over a benchmark's rounds {ROUNDS_MARK}" if any(r.over_rounds for r in rows) else ""
     ax.set_xlabel(f"images/s (median over repeats{rounds}; bars: min–max)")
     ax.set_title(f"Training throughput, {placement(*where)}")
     _legend(ax, rows)

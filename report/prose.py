@@ -46,7 +46,7 @@ def observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
                              ("energy_per_image_j", "energy per image"),
                              ("energy_above_idle_per_image_j", "energy per image above idle")):
             a, b = row.values.get(column), base.values.get(column)
-            if column == "images_per_s" and "speedup_vs_fp32" in row.by_round:
+            if column == "images_per_s" and "speedup_vs_fp32" in row.over_rounds:
                 parts.append(_paired_throughput(row, base))
             elif a is not None and b:
                 parts.append(f"{what} {a / b:.2f}× fp32's ({fmt(column, a)} vs {fmt(column, b)}"
@@ -70,7 +70,7 @@ def observations(rows: list[Row], model: str, where: tuple[str, int]) -> str:
         left_out += f" No fp32 row with the same settings for: {', '.join(unmatched)}."
     if not sentences:
         return f"Nothing to compare with fp32 at {name} on {place} yet." + left_out
-    rounds = (f" (benchmark points, {ROUNDS_MARK}: over their interleaved rounds)" if any(r.by_round for r in at)
+    rounds = (f" (benchmark points, {ROUNDS_MARK}: over their interleaved rounds)" if any(r.over_rounds for r in at)
               else "")
     return (f"At {name} on {place}, medians over the runs of each row{rounds} against the fp32 row with the same "
             f"settings — " + " ".join(sentences) + left_out)
@@ -162,10 +162,14 @@ def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) ->
     faster each class got, its share of the step before and after, and the bound the unchanged classes set."""
     at = [r for r in study(rows, model, where) if r.values.get("prof_step_ms")]
     keys = distinguishing(at)
+    # A profiled window far longer or shorter than the run's timed steps was disturbed (a busy machine): its
+    # classes describe that moment, not the run, and decompose nothing.
+    off = {id(r): ratio for r in at if (ratio := _profiled_vs_timed(r)) and not 1 / PROFILE_AGREES <= ratio <= PROFILE_AGREES}
     sentences = []
     for row in at:
         base = row.base
-        if row.precision == "fp32" or base is None or not base.values.get("prof_step_ms"):
+        if row.precision == "fp32" or base is None or not base.values.get("prof_step_ms") or \
+                id(row) in off or id(base) in off:
             continue
         step, base_step = row.values["prof_step_ms"], base.values["prof_step_ms"]
         ips = row.values.get("speedup_vs_fp32")
@@ -187,13 +191,12 @@ def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) ->
         images = f", images/s {ips:.2f}×" if ips and sound else ""
         sentences.append(f"{label(row, keys)} is {base_step / step:.2f}× fp32 over the profiled step at "
                          f"{model_title(model)}{images}: " + ", ".join(parts) + bound + ".")
-    if not sentences:
+    disturbed = [f"{label(r, keys)} ({off[id(r)]:.2f}× its timed step)" for r in at if id(r) in off]
+    care = (f" Left out, their profiled step not their timed step's length (the machine was busier or quieter "
+            f"during the profiled window, or the profiler cost that much; profile again): {', '.join(disturbed)}."
+            if disturbed else "")
+    if not sentences and not care:
         return ""
-    off = [f"{label(r, keys)} ({ratio:.2f}× its timed step)" for r in at
-           if (ratio := _profiled_vs_timed(r)) and not 1 / PROFILE_AGREES <= ratio <= PROFILE_AGREES]
-    care = (f" The profiled step was not the timed step's length for {', '.join(off)}: the machine was busier or "
-            f"quieter during its profiled window than in its timed steps, or the profiler cost that much; read "
-            f"its classes' ratios with care." if off else "")
     return "Where the time went (profiled runs, --profile): " + " ".join(sentences) + care
 
 

@@ -36,7 +36,8 @@ def log_results(out_dir: str, source: str, runs, rows, plots: list[str], mode: s
 
     project, entity = _most_common(runs, "project") or DEFAULT_PROJECT, _most_common(runs, "entity")
     run = wandb.init(mode=mode, job_type=lineage.REPORT, project=project, entity=entity, dir=out_dir,
-                     name="report", config={"source": source, "runs": len(runs), "rows": len(rows)},
+                     name="report", config={"source": source, "runs": len(runs), "rows": len(rows),
+                                            lineage.JOB_TYPE_KEY: lineage.REPORT},
                      settings=wandb.Settings(silent=True))
     try:
         linked, unlinked = 0, []

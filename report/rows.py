@@ -78,7 +78,7 @@ class Row:
     flagged: set = field(default_factory=set)  # columns computed from a run too short to measure
     energy_sources: set = field(default_factory=set)  # its runs' nvml/energy_source labels (counter, power_integral)
     rates: list = field(default_factory=list)  # per run: a benchmark point's {(invocation, round): images/s}, or {}
-    by_round: set = field(default_factory=set)  # columns measured over benchmark rounds: spread is over rounds
+    over_rounds: set = field(default_factory=set)  # columns measured over benchmark rounds: spread is over rounds
     noisy: set = field(default_factory=set)  # ratios whose range over rounds is too wide to conclude
     base: Row | None = None  # the fp32 row it is compared with
     one: Row | None = None  # the 1-GPU row its scaling is measured against
@@ -199,7 +199,7 @@ def _aggregate(row: Row) -> None:
         for column, per in (("images_per_s", 1), ("images_per_s_per_gpu", max(row.gpus, 1))):
             if column in row.values:
                 row.spread[column] = (min(rates) / per, max(rates) / per)
-                row.by_round.add(column)
+                row.over_rounds.add(column)
     if row.short:
         row.flagged |= {c for c in TIMED_COLUMNS if c in row.values}
 

@@ -97,7 +97,7 @@ def _notes(rows) -> list[str]:
              "those runs; columns no row measured are left out (results.csv keeps them). Time to a test "
              "accuracy (training time, evaluation excluded) is given only where every run of the row reached it; "
              "its speed-up is fp32's time over the row's."]
-    if any(r.by_round for r in rows):
+    if any(r.over_rounds for r in rows):
         notes.append(rounds_note())
     if any(r.noisy for r in rows):
         notes.append(noisy_note())

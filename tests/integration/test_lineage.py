@@ -145,3 +145,13 @@ def test_publish_logs_the_results_table_in_a_report_run_that_uses_the_runs(resum
     assert row[0].startswith("fp32") and row[1] == "ResNet-18" and row[3] == 1
     assert all(isinstance(v, float) for v in row[4:])  # the measured cells as numbers, to sort by
     assert logged["plots/throughput._type"] == "image-file"  # each plot, as an image
+    # The report's own run in a folder with the runs is listed as what it is, not as some other code's run.
+    from report.__main__ import main as report_main
+
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "runs").symlink_to(run_dir.parent)
+    (both / "report").symlink_to(out)
+    assert report_main([str(both), "--out", str(tmp_path / "again")]) == 0
+    text = open(tmp_path / "again" / "results.md").read()
+    assert "the suite's own report run (python -m report --publish), not a training run" in text

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from metric_contract import BENCHMARK_SUMMARY_KEYS
 
 from train.benchmark.turns import ENV as TURNS_ENV
@@ -59,3 +59,13 @@ def test_a_run_whose_benchmark_has_gone_ends_with_one_line_and_frees_its_folder(
     err = proc.stderr.read()
     assert "error: the benchmark that gave this run its turns has gone" in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "orphan" / ".lock")  # a new run may take the folder
+
+
+def test_a_turns_variable_not_the_benchmarks_is_one_line_and_exit_2(tmp_path):
+    out = run_in_process("--dataset", "synthetic", "--max-steps", "1", "--device", "cpu", "--out-dir",
+                         str(tmp_path / "runs"), env={TURNS_ENV: "3,4,2"})  # left over from an older benchmark
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: TRAIN_TURNS='3,4,2' is not the benchmark's '<read fd>,<write fd>,<steps>,<warm-up steps>,<id>' with "
+        "open pipes; unset it to run on your own"]
+    assert not (tmp_path / "runs").exists()  # nothing written

@@ -50,6 +50,8 @@ def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_r
     md = open(tmp_path / "report" / "results.md").read()
     observed = md[md.index("### Observations"):md.index("## All points")]
     assert re.search(r"bf16: throughput \d\.\d\d× fp32's \(\d\.\d\d–\d\.\d\d over 2 interleaved round\(s\)", observed), observed
-    assert "Where the time went (profiled runs, --profile): bf16 is" in observed
+    where = observed[observed.index("Where the time went (profiled runs, --profile): "):]
+    # decomposed, or (a one-step window of 4 images, two test files at once on 2 cores) said to be disturbed
+    assert where.split(": ", 1)[1].startswith(("bf16 is", "Left out, their profiled step not their timed")), where
     assert "too short to measure" not in observed and "§ measured in a benchmark's interleaved rounds" in md
     assert os.path.exists(tmp_path / "report" / "step_breakdown.png")

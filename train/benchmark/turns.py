@@ -25,6 +25,7 @@ import os
 import time
 
 from train.contract import lineage, rounds
+from train.contract.errors import UsageError
 from train.runner.hooks import Hooks
 
 ENV = "TRAIN_TURNS"
@@ -50,8 +51,12 @@ class Turns(Hooks):
         value = os.environ.pop(ENV, None)  # popped: no child process (a DataLoader worker) takes the pipe
         if not value:
             return None
-        read_fd, write_fd, steps, warmup, bench_id = value.split(",")
-        return cls(int(read_fd), int(write_fd), int(steps), int(warmup), bench_id)
+        try:
+            read_fd, write_fd, steps, warmup, bench_id = value.split(",")
+            return cls(int(read_fd), int(write_fd), int(steps), int(warmup), bench_id)
+        except (ValueError, OSError):  # not the benchmark's: left over in a shell, or from an older benchmark
+            raise UsageError(f"{ENV}={value!r} is not the benchmark's '<read fd>,<write fd>,<steps>,<warm-up steps>,"
+                             f"<id>' with open pipes; unset it to run on your own") from None
 
     def on_window(self, step_times: list[float]) -> None:
         """A log window's step times, in order: reported at the turn's end."""

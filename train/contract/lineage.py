@@ -15,6 +15,10 @@ BENCHMARK = "benchmark"  # a point of `python -m train.benchmark` (the runner, p
 NODE_CHECK = "node-check"  # train/nodecheck: wandb.init(job_type=lineage.NODE_CHECK, ...)
 REPORT = "report"  # `python -m report --publish`
 JOB_TYPES = (TRAIN, BENCHMARK, NODE_CHECK, REPORT)
+# The suite's runs that train nothing (node check, report) also say so in their config, where a folder's reader
+# sees it: the report lists them as what they are, not as runs of some other code.
+JOB_TYPE_KEY = "job_type"
+NOT_TRAINING = {NODE_CHECK: "python -m train.nodecheck", REPORT: "python -m report --publish"}
 
 DATASET_TYPE = "dataset"
 CIFAR10 = "cifar10"  # one artifact name for every copy of the data: its versions differ only by content

@@ -1,9 +1,12 @@
 """`python -m train.nodecheck --gpu-suite`: the project's GPU proof in one call (about 5 minutes on a GPU node):
-the node check, the GPU test tier (`pytest -m gpu tests`, output and junit xml kept) and a short study table (a
-runner run of ResNet-18 per runnable precision, then `python -m report` on them), all under one folder:
+the node check, the GPU test tier (`pytest -m gpu tests`, output and junit xml kept), a short study table (a
+runner run of ResNet-18 per runnable precision but fp8, each with a profiled window, then `python -m report` on
+them: where each precision's step time goes) and, where the GPU has fp8, ViT-S and ViT-B in bf16, amp_bf16 and fp8,
+compiled, side by side in one benchmark, all under one folder:
 
     OUT/nodecheck/   nodecheck.json, .md, nodecheck-benchmark.log  OUT/gpu-tests.txt, OUT/gpu-tests.xml
     OUT/study/       the runs                                      OUT/report/   results.md, results.csv, ...
+    OUT/vit/         the ViT benchmark's runs; OUT/vit.txt its tables
     OUT/suite.md     each step: status, seconds, where its output is
 
 On a CPU node the same code runs with --device cpu (the GPU tests then skip): the rehearsal."""
@@ -22,7 +25,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # per device: (batch, --max-steps, --warmup-steps) of each study run: 50 timed steps on a GPU, so the report does
 # not flag the runs as too short; a few on a CPU, where a step of 32 images takes ~0.5 s.
 STUDY = {"cuda": (512, 60, 10), "cpu": (32, 6, 2)}
-TEST_TIMEOUT_S, RUN_TIMEOUT_S = 240, 180
+PROFILE_STEPS = 3  # each study run's profiled window, after its warm-up (docs/profile.md)
+# The ViT benchmark (GPUs with fp8 only): batch, steps per round, warm-up steps, rounds; every point compiles
+# (torchao's fp8 wants torch.compile), its processes set up together, so its time is mostly one compile.
+VIT = (256, 50, 10, 2)
+TEST_TIMEOUT_S, RUN_TIMEOUT_S, VIT_TIMEOUT_S = 240, 180, 180
 
 
 def _step(steps: list[dict], name: str, work) -> bool:
@@ -61,12 +68,13 @@ def study(out: str, device: str, precisions: list[str], nodecheck: str) -> tuple
     runs = os.path.join(out, "study")
     os.makedirs(runs, exist_ok=True)
     failed = []
+    precisions = [p for p in precisions if not _fp8(p)]  # a ResNet refuses fp8: the ViT step runs it
     for p in precisions:
         code = _logged([sys.executable, os.path.join(ROOT, "train", "run.py"), "--precision", p, "--dataset",
                         "synthetic", "--batch-size", str(batch), "--max-steps", str(steps), "--warmup-steps",
                         str(warmup), "--log-every", str(steps), "--device", device, "--out-dir", runs, "--name",
-                        f"r18-{p}", "--wandb-mode", "offline", "--nodecheck", nodecheck],
-                       os.path.join(runs, f"r18-{p}.log"), RUN_TIMEOUT_S)
+                        f"r18-{p}", "--wandb-mode", "offline", "--nodecheck", nodecheck, "--profile",
+                        str(PROFILE_STEPS)], os.path.join(runs, f"r18-{p}.log"), RUN_TIMEOUT_S)
         if code:
             failed.append(f"{p} (exit {code}, {os.path.join(runs, f'r18-{p}.log')})")
     report_out = os.path.join(out, "report")
@@ -77,6 +85,26 @@ def study(out: str, device: str, precisions: list[str], nodecheck: str) -> tuple
     ran = len(precisions) - sum(not f.startswith("report") for f in failed)
     return not failed, (f"{ran}/{len(precisions)} runs ({', '.join(precisions)}), table in "
                         f"{os.path.join(report_out, 'results.md')}" + (f"; failed: {'; '.join(failed)}" if failed else ""))
+
+
+def _fp8(precision: str) -> bool:
+    from train.numerics.precision import POLICIES
+
+    return bool(POLICIES[precision].fp8_recipe)
+
+
+def vit_fp8(out: str, device: str, precisions: list[str]) -> tuple[bool, str]:
+    """ViT-S and ViT-B in bf16, amp_bf16 and each fp8 recipe the GPU runs, compiled, in one benchmark."""
+    fp8 = [p for p in precisions if _fp8(p)]
+    if device != "cuda" or not fp8:
+        return True, "skipped: fp8 needs an NVIDIA GPU of compute capability 8.9+ (none here)"
+    batch, steps, warmup, rounds = VIT
+    table, runs = os.path.join(out, "vit.txt"), os.path.join(out, "vit")
+    code = _logged([sys.executable, "-m", "train.benchmark", "--models", "vit-s", "vit-b", "--precisions", "bf16",
+                    "amp_bf16", *fp8, "--compile", "default", "--batch-size", str(batch), "--steps", str(steps),
+                    "--warmup-steps", str(warmup), "--rounds", str(rounds), "--profile", "0", "--device", device,
+                    "--out-dir", runs, "--wandb-mode", "offline"], table, VIT_TIMEOUT_S)
+    return code == 0, f"exit {code}; images/s side by side in {table}"
 
 
 def run(args) -> int:
@@ -102,6 +130,7 @@ def run(args) -> int:
     precisions = found.get("runnable_precisions") or ["fp32"]
     _step(steps, "study table", lambda: study(out, device, precisions,
                                               os.path.join(out, "nodecheck", "nodecheck.json")))
+    _step(steps, "ViT fp8", lambda: vit_fp8(out, device, precisions))
     total = time.perf_counter() - started
     lines = [f"# GPU suite on {found.get('host', '?')} ({found.get('device_name', '?')})", "",
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {total:.0f} s in all.", "", "| | step | s | result |",

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+from train.contract import lineage
 from train.contract.files import atomic_write
 from train.nodecheck.checks import FAIL, MARKS, PASS, SKIP, Check
 
@@ -87,8 +88,9 @@ def to_wandb(out_dir: str, checks: list[Check], facts: dict, project: str, reach
     summary, the checks as a table, both files saved with it. wandb is imported only here."""
     import wandb
 
-    run = wandb.init(project=project, job_type="node-check", name=f"nodecheck-{facts['host']}",
-                     mode="online" if reachable else "offline", dir=out_dir, config=facts,
+    run = wandb.init(project=project, job_type=lineage.NODE_CHECK, name=f"nodecheck-{facts['host']}",
+                     mode="online" if reachable else "offline", dir=out_dir,
+                     config={**facts, lineage.JOB_TYPE_KEY: lineage.NODE_CHECK},
                      settings=wandb.Settings(silent=True))
     try:
         run.summary.update({"ceilings": ceilings(checks), "failed": sum(c.status == FAIL for c in checks)})

@@ -1,0 +1,37 @@
+"""What `--gpu-suite` asks of a GPU with fp8 (an H200), shown on CPU by recording its commands instead of running
+them: the ResNet study runs every precision but fp8 (a ResNet refuses fp8, which would fail the step), each with a
+profiled window, and the ViTs run fp8 beside bf16 and amp_bf16, compiled, in one benchmark."""
+
+from train.nodecheck import gpu_suite
+
+H200 = ["fp32", "tf32", "amp_fp16", "amp_bf16", "fp16", "bf16", "fp8_tensorwise", "fp8_rowwise"]
+
+
+def _recorded(monkeypatch):
+    commands = []
+    monkeypatch.setattr(gpu_suite, "_logged", lambda cmd, log, timeout, env=None: commands.append(cmd) or 0)
+    return commands
+
+
+def _flag(cmd, name):
+    return cmd[cmd.index(name) + 1]
+
+
+def test_the_study_profiles_every_precision_but_fp8_on_the_resnet(monkeypatch, tmp_path):
+    commands = _recorded(monkeypatch)
+    ok, detail = gpu_suite.study(str(tmp_path), "cuda", H200, "nodecheck.json")
+    runs = [c for c in commands if c[1].endswith("run.py")]
+    assert ok and [_flag(c, "--precision") for c in runs] == H200[:6]
+    assert all(_flag(c, "--profile") == "3" for c in runs)
+    assert detail.startswith("6/6 runs")
+
+
+def test_the_vits_run_fp8_beside_bf16_compiled_where_the_gpu_has_it_and_skip_elsewhere(monkeypatch, tmp_path):
+    commands = _recorded(monkeypatch)
+    assert gpu_suite.vit_fp8(str(tmp_path), "cuda", H200)[0]
+    [bench] = commands
+    assert bench[1:3] == ["-m", "train.benchmark"] and bench[bench.index("--models") + 1:][:2] == ["vit-s", "vit-b"]
+    precisions = bench[bench.index("--precisions") + 1:bench.index("--compile")]
+    assert precisions == ["bf16", "amp_bf16", "fp8_tensorwise", "fp8_rowwise"] and _flag(bench, "--compile") == "default"
+    ok, detail = gpu_suite.vit_fp8(str(tmp_path), "cuda", H200[:6])  # an A100: no fp8
+    assert ok and detail.startswith("skipped: fp8 needs") and len(commands) == 1
