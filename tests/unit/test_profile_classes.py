@@ -84,6 +84,11 @@ def test_outermost_scope_wins():
     ("void cutlass::Kernel2<cutlass_80_tensorop_s16816gemm_bf16_128x64_64x3_tn_align8>", True),
     ("ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_32x5_tn", True),
     ("ampere_sgemm_128x64_nn", False),
+    # cuDNN's xmma family in plain fp32 (TF32 off: FFMA) and in TF32 (tensor cores)
+    ("sm90_xmma_fprop_implicit_gemm_f32f32_f32f32_f32_nhwckrsc_nhwc_tilesize128x128x8_stage3_warpsize2x2x1_g1_ffma_"
+     "aligna4_alignc4_execute_kernel__5x_cudnn", False),
+    ("sm80_xmma_dgrad_implicit_gemm_f32f32_f32f32_f32_nhwckrsc_nchw_tilesize64x64x8", False),
+    ("sm80_xmma_fprop_implicit_gemm_tf32f32_tf32f32_f32_nhwckrsc_nhwc_tilesize128x128x16_stage4_warpsize2x2x1", True),
     ("void implicit_convolve_sgemm<float, float, 128, 5, 5, 3, 3, 3, 1, false, false, true>", False),
 ])
 def test_tensor_core_kernels_by_name(kernel, tensor_core):

@@ -53,10 +53,14 @@ OP_RULES = [
 # Tensor-core kernels among convolution and matmul kernels, by the names cuBLAS, cuDNN and CUTLASS give them
 # (HMMA/WGMMA instruction shapes, "tensorop", the xmma/gmma families).
 TENSOR_CORE = r"h?mma|16816|1688|884|tensorop|wgmma|xmma|gmma|_s16|_h16|bf16.*gemm|gemm.*bf16|cutlass.*f16"
+# ...except the plain-fp32 (FFMA) kernels of those families: cuDNN's xmma kernels for fp32 with TF32 off are named
+# f32f32_f32f32 and ffma, where its TF32 ones say tf32f32; cuBLAS's SIMT GEMMs are sgemm/dgemm.
+NOT_TENSOR_CORE = r"ffma|sgemm|dgemm|(?<!t)f32f32_f32f32"
 
 _SCOPES = [(cls, re.compile(rx)) for cls, rx in SCOPE_RULES]
 _OPS = [(cls, re.compile(rx, re.IGNORECASE)) for cls, rx in OP_RULES]
 _TENSOR_CORE = re.compile(TENSOR_CORE, re.IGNORECASE)
+_NOT_TENSOR_CORE = re.compile(NOT_TENSOR_CORE, re.IGNORECASE)
 _DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 _HOST_CATS = ("cpu_op", "user_annotation", "python_function", "cuda_runtime", "cuda_driver")
 
@@ -85,7 +89,7 @@ def classify(name: str, stack: list[str] = ()) -> str:
 
 
 def is_tensor_core(kernel: str) -> bool:
-    return bool(_TENSOR_CORE.search(kernel))
+    return bool(_TENSOR_CORE.search(kernel)) and not _NOT_TENSOR_CORE.search(kernel)
 
 
 def _spans(events: list[dict], cats: tuple[str, ...]) -> list[dict]:
