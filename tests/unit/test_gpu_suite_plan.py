@@ -35,3 +35,13 @@ def test_the_vits_run_fp8_beside_bf16_compiled_where_the_gpu_has_it_and_skip_els
     assert precisions == ["bf16", "amp_bf16", "fp8_tensorwise", "fp8_rowwise"] and _flag(bench, "--compile") == "default"
     ok, detail = gpu_suite.vit_fp8(str(tmp_path), "cuda", H200[:6])  # an A100: no fp8
     assert ok and detail.startswith("skipped: fp8 needs") and len(commands) == 1
+
+
+def test_the_vit_benchmark_gets_what_is_left_of_the_suites_budget_or_is_skipped_with_its_command(monkeypatch,
+                                                                                                   tmp_path):
+    timeouts = []
+    monkeypatch.setattr(gpu_suite, "_logged", lambda cmd, log, timeout, env=None: timeouts.append(timeout) or 0)
+    assert gpu_suite.vit_fp8(str(tmp_path), "cuda", H200, left_s=100.0)[0] and timeouts == [100.0]
+    ok, detail = gpu_suite.vit_fp8(str(tmp_path), "cuda", H200, left_s=20.0)
+    assert ok and timeouts == [100.0]  # not started
+    assert detail.startswith("skipped: 20 s of the suite's 480 s left; run it on its own: python -m train.benchmark")
