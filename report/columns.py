@@ -58,6 +58,9 @@ COLUMNS = {
     "prof_conv_gflops": ("Conv/matmul achieved", "GFLOP/s"),
     "prof_conv_peak_pct": ("Conv/matmul % of datasheet peak", "%"),
     "prof_conv_nodecheck_pct": ("Conv/matmul % of node-check ceiling", "%"),
+    # the optimizer's least traffic (weights, gradients, state) over its profiled time: a memory-bound class
+    "prof_optimizer_gbps": ("Optimizer traffic", "GB/s"),
+    "prof_optimizer_copy_pct": ("Optimizer % of node-check memory copy", "%"),
 }
 PROFILE_COLUMNS = [f"prof_{c}_ms" for c in PROFILE_CLASSES]
 # Time to accuracy: per target (a percentage as in the summary key time_to_acc/<pct>), four columns. The

@@ -195,4 +195,7 @@ def profile_metrics(config: dict, summary: dict) -> dict:
     out["prof_conv_gflops"] = achieved / 1e9 if achieved else None
     out["prof_conv_peak_pct"] = 100 * achieved / peak if achieved and peak else None
     out["prof_conv_nodecheck_pct"] = 100 * achieved / ceiling if achieved and ceiling else None
+    moved, copy = number(summary, "prof/optimizer_bytes_per_s"), number(config, "nodecheck", "memory_copy_bytes_per_s")
+    out["prof_optimizer_gbps"] = moved / 1e9 if moved else None
+    out["prof_optimizer_copy_pct"] = 100 * moved / copy if moved and copy else None
     return out

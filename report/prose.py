@@ -184,7 +184,9 @@ def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) ->
                 names.append(PROFILE_CLASS_NAMES[cls])
             change = f"{speed:.1f}× faster" if speed > UNCHANGED else \
                 ("unchanged" if speed >= 1 / UNCHANGED else f"{1 / speed:.1f}× slower")
-            parts.append(f"{PROFILE_CLASS_NAMES[cls]} {change} ({b / base_step:.0%} → {a / step:.0%} of the step)")
+            rate = _optimizer_rate(row, base) if cls == "optimizer" else ""
+            parts.append(f"{PROFILE_CLASS_NAMES[cls]} {change} ({b / base_step:.0%} → {a / step:.0%} of the step"
+                         f"{rate})")
         bound = (f" — what did not get faster ({', '.join(names)}) takes {unchanged / base_step:.0%} of fp32's "
                  f"step time, which bounds the speed-up at {base_step / unchanged:.1f}×" if unchanged else "")
         sound = not ({"speedup_vs_fp32"} & (row.flagged | row.noisy))
@@ -198,6 +200,16 @@ def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) ->
     if not sentences and not care:
         return ""
     return "Where the time went (profiled runs, --profile): " + " ".join(sentences) + care
+
+
+def _optimizer_rate(row: Row, base: Row) -> str:
+    """'; 5.2 vs 16.9 GB/s of the bytes it must move (10% of the node's memory copy)', where both were measured."""
+    a, b = row.values.get("prof_optimizer_gbps"), base.values.get("prof_optimizer_gbps")
+    if not a or not b:
+        return ""
+    pct = row.values.get("prof_optimizer_copy_pct")
+    return (f"; {a:.1f} vs {b:.1f} GB/s of the tensors it must read and write"
+            + (f", {pct:.0f}% of the node's memory copy" if pct else ""))
 
 
 def _profiled_vs_timed(row: Row) -> float | None:

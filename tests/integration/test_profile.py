@@ -29,6 +29,10 @@ def test_profiled_run_logs_a_breakdown_that_adds_up_keeps_its_trace_and_leaves_i
     assert sum(summary[f"prof/{c}_share"] for c in PROFILE_CLASSES) == pytest.approx(1.0, rel=TOLERANCE)
     assert summary["prof/conv_matmul_ms"] > 0 and summary["prof/optimizer_ms"] > 0 and summary["prof/data_ms"] > 0
     assert summary["prof/conv_matmul_flops_per_s"] > 0
+    # SGD with momentum in fp32 reads weights, gradients and momentum and writes weights and momentum: 5 x weights
+    assert summary["prof/optimizer_bytes"] == 5 * summary["mem/params_bytes"]
+    assert summary["prof/optimizer_bytes_per_s"] == pytest.approx(
+        summary["prof/optimizer_bytes"] / (summary["prof/optimizer_ms"] / 1e3))
     traces = os.listdir(run_dir / "profile")
     assert traces == ["trace-step1.json"]
     names = {e.get("name") for e in json.loads((run_dir / "profile" / traces[0]).read_text())["traceEvents"]}

@@ -78,7 +78,8 @@ def _nodecheck(path, host, device_name):
                            checks.ok("ceilings", "matmul fp32", "", kind="fp32", flops_per_s=1e11,
                                      datasheet_flops_per_s=None),
                            checks.ok("all-reduce", "all-reduce sweep", "", backend="gloo", world_size=2, rows=[],
-                                     best_busbw_bytes_per_s={"float32": 4e8, "bfloat16": 7e8})],
+                                     best_busbw_bytes_per_s={"float32": 4e8, "bfloat16": 7e8}),
+                           checks.ok("ceilings", "device memory copy", "", bytes_per_s=2.5e10, size=2**27)],
                           {"host": host, "device_name": device_name, "checked_at": "2026-12-01T12:00:00+00:00",
                            "quick": False})
     path.write_text(json.dumps(doc))
@@ -90,6 +91,7 @@ def test_a_run_takes_the_ceilings_of_its_precision_from_a_check_of_its_own_node(
     got = recorded.for_run(recorded.find(None, str(tmp_path)), platform.node(), "x86_64", "amp_bf16", "float32")
     assert got["used"] and got["matmul_kind"] == "bf16" and got["matmul_flops_per_s"] == 3e11
     assert got["allreduce_busbw_bytes_per_s"] == 4e8 and got["allreduce_world_size"] == 2
+    assert got["memory_copy_bytes_per_s"] == 2.5e10  # for the optimizer's memory rate
     other = recorded.for_run(path, "another-node", "x86_64", "fp32", "float32")
     assert not other["used"] and "not this node's another-node" in other["reason"]
     assert recorded.for_run(recorded.find(None, str(tmp_path / "empty")), "h", "d", "fp32", "float32") == \
@@ -108,3 +110,13 @@ def test_the_report_sets_mfu_and_busbw_against_the_measured_ceilings():
     assert m["busbw_share"] == pytest.approx(50.0)
     bare = run_metrics({**config, "nodecheck": {"used": False, "reason": "no node check"}}, summary)
     assert bare["mfu_measured"] is None and bare["busbw_share"] is None
+
+
+def test_the_report_sets_the_optimizers_memory_rate_against_the_node_checks_memory_copy():
+    from report.figures import run_metrics
+
+    config = {"nodecheck": {"used": True, "memory_copy_bytes_per_s": 2.5e10}}
+    summary = {"prof/step_ms": 100.0, "prof/optimizer_ms": 10.0, "prof/optimizer_bytes_per_s": 5e9}
+    m = run_metrics(config, summary)
+    assert m["prof_optimizer_gbps"] == pytest.approx(5.0) and m["prof_optimizer_copy_pct"] == pytest.approx(20.0)
+    assert run_metrics({}, summary)["prof_optimizer_copy_pct"] is None  # no node check: the rate alone

@@ -81,3 +81,13 @@ def test_class_columns_achieved_rate_against_peak_and_node_check(tmp_path, monke
 @pytest.fixture(autouse=True)
 def _headless():
     matplotlib.use("Agg")
+
+
+def test_the_optimizers_memory_rate_is_said_beside_its_speed_up():
+    fp32, bf16 = _run("fp32", "fp32", FP32), _run("bf16", "bf16", {**BF16, "optimizer": 16.0}, ips=160.0)
+    fp32.summary["prof/optimizer_bytes_per_s"], bf16.summary["prof/optimizer_bytes_per_s"] = 16.9e9, 5.2e9
+    bf16.config["nodecheck"] = {"used": True, "memory_copy_bytes_per_s": 52e9}
+    rows, _ = build([fp32, bf16])
+    text = profile_observations(rows, "resnet18", ("cuda", 1))
+    assert ("optimizer step 1.6× slower (10% → 26% of the step; 5.2 vs 16.9 GB/s of the tensors it must read and "
+            "write, 10% of the node's memory copy)") in text

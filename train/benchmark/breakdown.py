@@ -47,6 +47,9 @@ def profile_table(rows: list[dict]) -> str:
     lines.append(("conv/matmul GFLOP/s", *(
         f"{r['prof/conv_matmul_flops_per_s'] / 1e9:,.1f}" if r.get("prof/conv_matmul_flops_per_s") else "-"
         for r in points)))
+    lines.append(("optimizer GB/s", *(
+        f"{r['prof/optimizer_bytes_per_s'] / 1e9:,.1f}" if r.get("prof/optimizer_bytes_per_s") else "-"
+        for r in points)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
                                       enumerate(zip(line, widths))).rstrip() for line in lines)

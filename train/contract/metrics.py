@@ -49,7 +49,8 @@ PROFILE_CLASS_NAMES = {  # as tables, plots and sentences name them
     "other": "other operators", "host_gap": "host gaps",
 }
 PROFILE_KEYS = ["prof/step_ms", "prof/steps", *(f"prof/{c}_{unit}" for c in PROFILE_CLASSES for unit in ("ms", "share")),
-                "prof/conv_matmul_flops_per_s", "prof/conv_matmul_peak_frac"]
+                "prof/conv_matmul_flops_per_s", "prof/conv_matmul_peak_frac", "prof/optimizer_bytes",
+                "prof/optimizer_bytes_per_s"]
 CUDA_PROFILE_KEYS = ["prof/tensor_core_share", "prof/comm_overlapped_ms"]
 # Runs of `python -m train.benchmark` points only: their timed rounds (train/contract/rounds.py says how they are
 # measured): the benchmark invocation's id, each round's step times (s) in round order, its warm-up steps left out.
@@ -59,7 +60,7 @@ CONFIG_KEYS = ["depth", "precision", "batch_size", "lr", "effective_lr", "optimi
                "nodecheck"]
 # config `nodecheck` (train/contract/node_ceilings.py): {"used": False, "reason"} or, from this node's node check:
 NODECHECK_KEYS = ["used", "path", "checked_at", "quick", "matmul_kind", "matmul_flops_per_s", "allreduce_dtype",
-                  "allreduce_busbw_bytes_per_s", "allreduce_world_size"]
+                  "allreduce_busbw_bytes_per_s", "allreduce_world_size", "memory_copy_bytes_per_s"]
 CONFIG_NESTED = {
     "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler", "fp8_recipe",
                            "tf32_matmul", "tf32_cudnn", "memory_format"],

@@ -44,4 +44,5 @@ def for_run(path: str | None, host: str, device_name: str, precision: str, allre
             "matmul_flops_per_s": (ceilings.get("matmul_flops_per_s") or {}).get(kind),
             "allreduce_dtype": allreduce_dtype,
             "allreduce_busbw_bytes_per_s": (allreduce.get("busbw_bytes_per_s") or {}).get(allreduce_dtype),
-            "allreduce_world_size": allreduce.get("world_size")}
+            "allreduce_world_size": allreduce.get("world_size"),
+            "memory_copy_bytes_per_s": ceilings.get("memory_copy_bytes_per_s")}

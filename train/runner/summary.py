@@ -39,10 +39,21 @@ def summary(t: Training) -> dict:
         "test/last_acc": p.last_test_acc,
         "train/end": end_reason(p),
         **(t.evaluation.time_to_accuracy(p.curve) if t.evaluation else {}),
-        **memory_parts(t),
+        **(parts := memory_parts(t)),
         **(t.profiler.result or {}),  # the segment's profiled window (prof/*), where it ran
+        **optimizer_traffic(parts, t.profiler.result),
         **t.hooks.summary(),  # a benchmark point's rounds (bench/*)
     }
+
+
+def optimizer_traffic(parts: dict, profiled: dict | None) -> dict:
+    """The bytes an optimizer step must move at the least (read weights, gradients and state; write weights and
+    state), exact from the tensors, and that over the profiled optimizer time: the memory-bound class's rate."""
+    ms = (profiled or {}).get("prof/optimizer_ms")
+    if not ms or parts.get("mem/grads_bytes") is None:
+        return {}
+    moved = 2 * parts["mem/params_bytes"] + parts["mem/grads_bytes"] + 2 * parts["mem/optimizer_bytes"]
+    return {"prof/optimizer_bytes": moved, "prof/optimizer_bytes_per_s": moved / (ms / 1e3)}
 
 
 def end_reason(p: Progress) -> str:
