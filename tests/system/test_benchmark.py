@@ -49,7 +49,11 @@ def test_quick_start_interleaves_rounds_prints_ratios_with_their_range_and_the_r
     assert report.returncode == 0, report.stderr
     md = open(tmp_path / "report" / "results.md").read()
     observed = md[md.index("### Observations"):md.index("## All points")]
-    assert re.search(r"bf16: throughput \d\.\d\d× fp32's \(\d\.\d\d–\d\.\d\d over 2 interleaved round\(s\)", observed), observed
+    # The speed-up paired within the rounds, with its range; or, when the rounds' range is too wide (2 rounds of 1
+    # timed step of 4 images beside another test file on 2 cores), said so: either way not "too short to measure".
+    assert re.search(r"bf16: throughput \d\.\d\d× fp32's \(\d\.\d\d–\d\.\d\d over 2 interleaved round\(s\)", observed) \
+        or "Left out, its range over rounds too wide to conclude (!): bf16." in observed, observed
+    assert re.search(r"\| bf16 \| ResNet-18 \| CPU \| 1 \|.* \d\.\d\d \(\d\.\d\d–\d\.\d\d\) § ", md), md
     where = observed[observed.index("Where the time went (profiled runs, --profile): "):]
     # decomposed, or (a one-step window of 4 images, two test files at once on 2 cores) said to be disturbed
     assert where.split(": ", 1)[1].startswith(("bf16 is", "Left out, their profiled step not their timed")), where

@@ -1,6 +1,7 @@
 """A short benchmark: ResNet-18 in every precision that runs here, the runner and the bare loop interleaved in
 rounds, by train/benchmark's own planning, turns and statistics (one process per point), with the runner/bare
-ratio: the runner's own cost (W&B, telemetry, checkpoint) on this node."""
+ratio: the runner's own cost (W&B, telemetry, checkpoint) on this node; and, from the runner's profiled round,
+where each precision's step time goes on this node (docs/profile.md)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ LOG = "nodecheck-benchmark.log"
 def run(device_type: str, precisions: list[str], out_dir: str) -> tuple[list[dict], dict, str]:
     """The benchmark's rows, the runner/bare ratios {precision: spread}, and its tables as text."""
     from train.benchmark import cli
+    from train.benchmark.breakdown import profile_table
 
     batch, steps, warmup, rounds = SETTINGS[device_type]
     args = cli.build_parser().parse_args(
         ["--precisions", *precisions, "--bare", "--rounds", str(rounds), "--steps", str(steps), "--warmup-steps",
          str(warmup), "--batch-size", str(batch), "--device", device_type, "--out-dir", out_dir,
-         "--wandb-mode", "offline", "--profile", "0"])
+         "--wandb-mode", "offline"])  # the benchmark's default profiled round: the breakdown, untimed
     os.makedirs(out_dir, exist_ok=True)
     pl = cli.plan(args, device_type == "cuda")
     rows = list(pl.refused)
@@ -36,7 +38,9 @@ def run(device_type: str, precisions: list[str], out_dir: str) -> tuple[list[dic
     cli.mark_disturbed(rows, pl.warmup)
     ratios = cli.paired(rows, lambda r: (r["kind"], r["precision"]), lambda r: ("bare", r["precision"]),
                         "train/images_per_s", args.max_spread)
-    text = cli.table(rows, args.max_spread) + "\n\n" + cli.bare_table(rows, args.max_spread, pl.device)
+    text = "\n\n".join((cli.table(rows, args.max_spread), cli.bare_table(rows, args.max_spread, pl.device),
+                         "step time by operation class, ms per profiled step (share of it); x: speed-up over fp32:\n"
+                         + profile_table(rows)))
     return rows, {p: s for (kind, p), s in ratios.items() if kind == "runner"}, text
 
 
