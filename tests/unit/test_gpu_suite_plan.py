@@ -44,4 +44,4 @@ def test_the_vit_benchmark_gets_what_is_left_of_the_suites_budget_or_is_skipped_
     assert gpu_suite.vit_fp8(str(tmp_path), "cuda", H200, left_s=100.0)[0] and timeouts == [100.0]
     ok, detail = gpu_suite.vit_fp8(str(tmp_path), "cuda", H200, left_s=20.0)
     assert ok and timeouts == [100.0]  # not started
-    assert detail.startswith("skipped: 20 s of the suite's 480 s left; run it on its own: python -m train.benchmark")
+    assert detail.startswith("skipped: 20 s of the suite's 540 s left; run it on its own: python -m train.benchmark")
