@@ -20,12 +20,12 @@ import sys
 import time
 
 from train.contract.errors import first_line
+from train.runner.options import PROFILE_STEPS  # each study run's profiled window (docs/profile.md)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # per device: (batch, --max-steps, --warmup-steps) of each study run: 50 timed steps on a GPU, so the report does
 # not flag the runs as too short; a few on a CPU, where a step of 32 images takes ~0.5 s.
 STUDY = {"cuda": (512, 60, 10), "cpu": (32, 6, 2)}
-PROFILE_STEPS = 3  # each study run's profiled window, after its warm-up (docs/profile.md)
 # The ViT benchmark (GPUs with fp8 only): batch, steps per round, warm-up steps, rounds; every point compiles
 # (torchao's fp8 wants torch.compile), its processes set up together, so its time is mostly one compile.
 VIT = (256, 50, 10, 2)

@@ -42,6 +42,9 @@ positive_int = _bounded(int, "a positive integer", inclusive=False)
 non_negative_int = _bounded(int, "an integer >= 0", inclusive=True)
 _positive_float = _bounded(float, "a positive number", inclusive=False)
 _non_negative_float = _bounded(float, "a number >= 0", inclusive=True)
+# A profiled window's steps when --profile is given without K (and the benchmark's and the GPU suite's default):
+# a few steps explain a step's time by class.
+PROFILE_STEPS = 3
 
 
 def _accuracy(text: str) -> float:
@@ -203,10 +206,10 @@ class RunConfig:
                                     "configured, else offline", OUTPUT, choices=("online", "offline", "disabled"))
     log_every: int = option(50, "log window aggregates every N steps (and at each epoch's end)", OUTPUT,
                             type=positive_int)
-    profile: int = option(0, "profile K steps (--profile alone: 3) after --warmup-steps with torch.profiler: "
+    profile: int = option(0, f"profile K steps (--profile alone: {PROFILE_STEPS}) after --warmup-steps with torch.profiler: "
                           "the step time by operation class, logged as prof/* (docs/profile.md), and the trace in "
                           "RUN_DIR/profile/ (Perfetto, chrome://tracing), also saved to W&B; the profiled steps are "
-                          "left out of images/s (0: off)", OUTPUT, type=non_negative_int, nargs="?", const=3,
+                          "left out of images/s (0: off)", OUTPUT, type=non_negative_int, nargs="?", const=PROFILE_STEPS,
                           metavar="K")
     ckpt_every: int = option(0, "also checkpoint every N epochs (0: only at the end)", OUTPUT,
                              type=non_negative_int)
