@@ -45,11 +45,12 @@ def device(config: dict) -> str:
 
 
 
-def run_metrics(config: dict, summary: dict) -> dict:
-    """The per-run figures of a row, before aggregation and ratios."""
+def run_metrics(config: dict, summary: dict, rates: dict | None = None) -> dict:
+    """The per-run figures of a row, before aggregation and ratios; `rates`: the run's bench_rates, where the
+    caller has them already."""
     s = lambda *k, agg=None: number(summary, *k, agg=agg)  # noqa: E731
     c = lambda *k: number(config, *k)  # noqa: E731
-    rates = bench_rates(config, summary)
+    rates = bench_rates(config, summary) if rates is None else rates
     ips = statistics.median(rates.values()) if rates else s("train/images_per_s")
     ips_gpu = ips / world_size(config) if rates else s("train/images_per_s_per_gpu") or ips
     pcie = _sum(s("nvml/pcie_tx_bytes_per_s_mean"), s("nvml/pcie_rx_bytes_per_s_mean"))

@@ -165,10 +165,11 @@ def _add(rows: dict[tuple, Row], run, group_by: list[str] | None) -> None:
     else:
         row.facts = {k: (row.facts[k] if row.facts.get(k, MIXED) == facts.get(k, MIXED) else MIXED)
                      for k in {**row.facts, **facts}}
-    row.runs.append((run.id, run_metrics(run.config, run.summary)))
+    rates = bench_rates(run.config, run.summary)
+    row.runs.append((run.id, run_metrics(run.config, run.summary, rates)))
     row.devices.add(device(run.config))
     row.timed.append(timed_steps(run.config, run.summary))
-    row.rates.append(bench_rates(run.config, run.summary))
+    row.rates.append(rates)
     if energy_source(run.summary):
         row.energy_sources.add(energy_source(run.summary))
 
