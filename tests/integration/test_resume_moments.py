@@ -138,6 +138,15 @@ def _epoch_rows(run_dir):
     return [_unmeasured(row) for row in rows]
 
 
+def _learning_rates(run_dir):
+    """(step, train/lr) of every step row of every segment, in order, as W&B's own reader reads them."""
+    rows = []
+    for segment in _segments(run_dir):
+        records = [json.loads(line) for line in _inspect(segment).splitlines() if line.strip()]
+        rows += [r["history"]["item"] for r in records if r.get("type") == "history"]
+    return [(r["train/step"], r["train/lr"]) for r in rows if "train/lr" in r]
+
+
 def _summary(run_dir):
     return _unmeasured(json.loads(_inspect(_segments(run_dir)[-1], "--summary"))["summary"])
 
@@ -177,3 +186,41 @@ def test_a_stop_at_any_moment_resumes_to_the_unbroken_runs_records_summary_and_w
     assert untimed[1] == untimed[0] and len(untimed[0]) == 2
     assert stopped["train/steps"] == stops_at  # the step boundary after the signal, inside the epoch
     shutil.rmtree(part)  # 85 MiB of checkpoint a moment
+
+
+def _vit_args(root, data, name):
+    """A ViT at its own recipe (AdamW, weight decay 0.05, cosine), with a warm-up of one epoch (3 steps) so the
+    stop at step 2 lands inside it and the resumed segment crosses into the cosine."""
+    return parse_args(["--model", "vit-smoke", "--data-dir", data, "--epochs", "2", "--max-steps", str(MAX_STEPS),
+                       "--batch-size", "8", "--lr-warmup-epochs", "1", "--log-every", "1", "--warmup-steps", "0",
+                       "--ckpt-every", "1", "--precision", "fp32", "--device", "cpu", "--wandb-mode", "offline",
+                       "--out-dir", str(root), "--name", name, "--resume", "auto"])
+
+
+def test_a_vit_stopped_in_its_warm_up_resumes_to_the_unbroken_runs_adamw_moments_learning_rates_and_weights(
+        setting, monkeypatch):
+    root, data, _ = setting
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    whole = _train_with_handler(_vit_args(root, data, "vit-whole"))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(*_mid_step(2))
+        stopped = _train_with_handler(_vit_args(root, data, "vit-part"))
+    assert stopped.get("preempted") and stopped["train/steps"] == 2, stopped
+    resumed = _train_with_handler(_vit_args(root, data, "vit-part"))
+    assert resumed["train/segments"] == 2 and whole["train/steps"] == resumed["train/steps"] == MAX_STEPS
+
+    assert _epoch_rows(root / "vit-part") == _epoch_rows(root / "vit-whole")
+    lrs = [_learning_rates(root / n) for n in ("vit-whole", "vit-part")]
+    assert lrs[1] == lrs[0] and len(lrs[0]) == MAX_STEPS  # W&B's train/lr of every step, across the segments
+    rates = [lr for _, lr in lrs[0]]
+    assert rates[0] < rates[1] == max(rates) == 1e-3 > rates[-1]  # the recipe's warm-up to its lr, then the cosine
+    assert _summary(root / "vit-part") == _summary(root / "vit-whole")
+    a, b = (torch.load(root / n / "checkpoint.pt", weights_only=True)["state"] for n in ("vit-whole", "vit-part"))
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    moments = [[(s["exp_avg"], s["exp_avg_sq"], s["step"]) for s in c["optimizer"]["state"].values()] for c in (a, b)]
+    assert len(moments[0]) == len(a["model"]) and all(  # AdamW's two moments and step count, for every tensor
+        torch.equal(x, y) for m0, m1 in zip(*moments) for x, y in zip(m0, m1))
+    assert a["optimizer"]["param_groups"][0]["weight_decay"] == 0.05  # the recipe's, not the ResNets' 5e-4
+    assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] == MAX_STEPS
+    for n in ("vit-whole", "vit-part"):
+        shutil.rmtree(root / n)

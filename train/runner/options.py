@@ -314,8 +314,8 @@ def option_flag(f: dataclasses.Field) -> str:
 def build_parser(prog: str = "python train/run.py") -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=prog,
-        description="Train a CIFAR-10 ResNet at one numeric precision and log time, memory, model size and "
-        "accuracy to Weights & Biases. The original study's flags (--use_34, --use_amp, --epoch, ...) "
+        description="Train a CIFAR-10 ResNet (or ViT, --model) at one numeric precision and log time, memory, "
+        "model size and accuracy to Weights & Biases. The original study's flags (--use_34, --use_amp, --epoch, ...) "
         "are accepted as aliases.",
         formatter_class=HelpFormatter,
     )
