@@ -8,10 +8,10 @@ from train.contract.errors import UsageError
 from train.contract.metrics import PROFILE_CLASSES
 
 
-def _row(index, precision, conv, optimizer, step_time_s):
+def _row(index, precision, conv, optimizer, step_time_s, model="resnet18"):
     classes = {c: 0.0 for c in PROFILE_CLASSES} | {"conv_matmul": conv, "optimizer": optimizer, "host_gap": 10.0}
     step = sum(classes.values())
-    return {"index": index, "kind": "runner", "depth": 18, "precision": precision, "loader": "device",
+    return {"index": index, "kind": "runner", "model": model, "precision": precision, "loader": "device",
             "compile": "none", "round": 0, "prof/step_ms": step, "train/step_time_s": step_time_s,
             "prof/conv_matmul_flops_per_s": 2e10,
             **{f"prof/{c}_ms": ms for c, ms in classes.items()},
@@ -21,7 +21,7 @@ def _row(index, precision, conv, optimizer, step_time_s):
 def test_breakdown_side_by_side_with_each_class_speed_up_over_fp32():
     rows = [_row(0, "fp32", 60.0, 30.0, 0.1), _row(1, "bf16", 20.0, 30.0, 0.06),
             {**_row(1, "bf16", 20.0, 30.0, 0.06), "round": 1},  # the same point's next round: one column
-            {"index": 2, "kind": "bare", "depth": 18, "precision": "fp32"}]  # no profile: no column
+            {"index": 2, "kind": "bare", "model": "resnet18", "precision": "fp32"}]  # no profile: no column
     lines = profile_table(rows).splitlines()
     assert lines[0].split() == ["class", "r18", "fp32", "r18", "bf16"]
     conv = next(line for line in lines if "convolution and matmul" in line)
@@ -31,6 +31,15 @@ def test_breakdown_side_by_side_with_each_class_speed_up_over_fp32():
     assert "100.0 (1.00x)" in next(line for line in lines if "timed step" in line)  # profiled / unprofiled
     assert "20.0" in next(line for line in lines if "GFLOP/s" in line)
     assert profile_table([{"index": 0, "kind": "runner", "precision": "fp32"}]) == "  (no point was profiled)"
+
+
+def test_each_models_classes_are_compared_with_its_own_fp32():
+    rows = [_row(0, "fp32", 60.0, 30.0, 0.1, "vit-s"), _row(1, "fp32", 90.0, 30.0, 0.1, "vit-b"),
+            _row(2, "bf16", 30.0, 30.0, 0.06, "vit-b"), _row(3, "bf16", 20.0, 30.0, 0.06)]  # resnet18: no fp32
+    lines = profile_table(rows).splitlines()
+    assert lines[0].split() == ["class", "vit-s", "fp32", "vit-b", "fp32", "vit-b", "bf16", "r18", "bf16"]
+    conv = next(line for line in lines if "convolution and matmul" in line)
+    assert conv.split()[-5:] == ["30.0", "(43%)", "3.00x", "20.0", "(33%)"]  # over vit-b's fp32; r18 has none
 
 
 def test_a_profile_window_that_does_not_fit_a_round_is_refused():

@@ -8,12 +8,12 @@ from train.measure.profile_classes import CLASS_NAMES, CLASSES
 
 def _label(r: dict) -> str:
     extra = "" if r.get("compile", "none") == "none" else f" {r['compile']}"
-    return f"r{r['depth']} {r['precision']}{extra}"
+    return f"{r['model'].replace('resnet', 'r')} {r['precision']}{extra}"  # r18 bf16, vit-s fp8_rowwise
 
 
 def _fp32(points: list[dict], r: dict) -> dict | None:
     for x in points:
-        if x["precision"] == "fp32" and x["depth"] == r["depth"] and x.get("compile") == r.get("compile") \
+        if x["precision"] == "fp32" and x["model"] == r["model"] and x.get("compile") == r.get("compile") \
                 and x.get("loader") == r.get("loader"):
             return x
     return None
