@@ -194,12 +194,12 @@ def profile_observations(rows: list[Row], model: str, where: tuple[str, int]) ->
         sentences.append(f"{label(row, keys)} is {base_step / step:.2f}× fp32 over the profiled step at "
                          f"{model_title(model)}{images}: " + ", ".join(parts) + bound + ".")
     disturbed = [f"{label(r, keys)} ({off[id(r)]:.2f}× its timed step)" for r in at if id(r) in off]
-    care = (f" Left out, their profiled step not their timed step's length (the machine was busier or quieter "
+    care = (f"Left out, their profiled step not their timed step's length (the machine was busier or quieter "
             f"during the profiled window, or the profiler cost that much; profile again): {', '.join(disturbed)}."
             if disturbed else "")
     if not sentences and not care:
         return ""
-    return "Where the time went (profiled runs, --profile): " + " ".join(sentences) + care
+    return "Where the time went (profiled runs, --profile): " + " ".join(sentences + [care] if care else sentences)
 
 
 def _optimizer_rate(row: Row, base: Row) -> str:

@@ -113,7 +113,7 @@ def _notes(rows) -> list[str]:
 def write_markdown(path: str, *, source: str, provenance, rows, excluded, unreadable, original, title,
                    observations, plots: list[str]) -> None:
     # names, settings and paths come from the runs and the user: each is escaped (md), never markup
-    parts = ["# Results: precision × depth × GPUs\n", f"Source: {md(source)}.\n"]
+    parts = ["# Results: precision × model × GPUs\n", f"Source: {md(source)}.\n"]
     parts += [f"- **{md(fact)}:** {md(text)}" for fact, text in provenance]
     parts += [f"\n## The study's table ({md(title)})\n", _md_table(original),
               "\n### Observations\n", md(observations) + "\n", "## All points\n"]
@@ -160,9 +160,9 @@ def write_html(path: str, out_dir: str, *, source: str, provenance, rows, exclud
         data = base64.b64encode(open(os.path.join(out_dir, name), "rb").read()).decode()
         images.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
     facts = "".join(f"<dt>{html.escape(f)}</dt><dd>{html.escape(t)}</dd>" for f, t in provenance)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Results: precision × depth × GPUs</title>"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Results: precision × model × GPUs</title>"
              f"<meta name='viewport' content='width=device-width'><style>{STYLE}</style>{CHECK}</head><body>",
-             "<h1>Results: precision × depth × GPUs</h1>",
+             "<h1>Results: precision × model × GPUs</h1>",
              f"<p class='note'>Source: {html.escape(source)}.</p><dl class='provenance'>{facts}</dl>",
              f"<h2>The study's table ({html.escape(title)})</h2>", _html_table(original, "original"),
              f"<h3>Observations</h3><p>{html.escape(observations)}</p>", "<h2>All points</h2>"]
