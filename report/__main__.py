@@ -20,7 +20,7 @@ from report.provenance import provenance
 from report.rows import build, default_where, known_keys
 from report.write import write_csv, write_html, write_markdown
 from train.contract.cli import OneLineParser
-from train.contract.errors import first_line
+from train.contract.errors import EXIT_USAGE, first_line
 
 
 def parse(argv):
@@ -49,12 +49,12 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         print(f"error: --out {args.out} is a file; give a folder for the report", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         runs, unreadable = collect(args.source, args.group, args.sweep)
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     for u in unreadable:  # one line each; the report goes on with the runs that could be read
         print(f"warning: not read: {u.path}: {u.reason}", file=sys.stderr)
     if args.group_by:
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         if unknown:
             print(f"error: --group-by {' '.join(unknown)}: no run has that setting (settings: "
                   f"{', '.join(sorted(known))})", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     rows, excluded = build(runs, args.group_by)
     print(f"{len(runs)} run(s) read in {time.perf_counter() - started:.1f}s: {len(rows)} row(s), "
           f"{len(excluded)} not included" + (f", {len(unreadable)} unreadable" if unreadable else ""), flush=True)

@@ -35,7 +35,7 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-from train.contract.errors import EXIT_DIVERGED, RunFailed, UsageError, first_line  # noqa: E402
+from train.contract.errors import EXIT_DIVERGED, EXIT_USAGE, RunFailed, UsageError, first_line  # noqa: E402
 from train.contract.names import remove_empty_torch_temp_dirs  # noqa: E402
 from train.launch import elastic  # noqa: E402
 from train.launch.signals import StopRequest  # noqa: E402
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = elastic.worker_env()
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     code = _main(argv, worker, started)
     if "_TORCH_TEMP" in globals():  # the command line's process: it imported torch itself
         remove_empty_torch_temp_dirs(_TORCH_TEMP)

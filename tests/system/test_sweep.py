@@ -58,18 +58,23 @@ def test_a_bad_sweep_file_gets_one_line_and_exit_2(tmp_path, text, words):
     assert len(result.stderr.strip().splitlines()) == 1 and all(w in result.stderr for w in words)
 
 
-def test_local_runs_each_point_once(tmp_path):
+def test_local_runs_each_point_once_and_counts_a_refused_point_apart(tmp_path):
     path = tmp_path / "one.yaml"
-    path.write_text("name: one\nmethod: grid\nprogram: train/run.py\nparameters:\n  precision: {values: [fp32, bf16]}\n"
+    path.write_text("name: one\nmethod: grid\nprogram: train/run.py\nparameters:\n"
+                    "  precision: {values: [fp32, bf16, fp8_tensorwise]}\n"
                     "  dataset: {value: synthetic}\n  max_steps: {value: 2}\n  batch_size: {value: 4}\n"
                     "  device: {value: cpu}\n")
     first = _sweep(str(path), "local", "--out-dir", str(tmp_path / "runs"))
-    assert first.returncode == 0, first.stderr
-    assert "2 point(s) run, 0 skipped" in first.stdout
-    for run_dir in glob.glob(str(tmp_path / "runs" / "*")):
+    assert first.returncode == 1, first.stderr  # fp8 on a CPU: refused in one line, the rest of the grid runs
+    assert "3 point(s) run, 0 skipped as finished, 0 diverged, 0 failed, 1 refused" in first.stdout
+    assert "precisionfp8_tensorwise" in next(line for line in first.stdout.splitlines() if ": refused (exit 2" in line)
+    assert [line for line in first.stderr.splitlines() if "fp8_tensorwise" in line][0].startswith("error: ")
+    run_dirs = glob.glob(str(tmp_path / "runs" / "*"))
+    assert len(run_dirs) == 2  # the refused point wrote nothing
+    for run_dir in run_dirs:
         assert json.loads(_inspect(run_dir, "--summary"))["state"] == "finished"
     again = _sweep(str(path), "local", "--out-dir", str(tmp_path / "runs"))
-    assert "0 point(s) run, 2 skipped" in again.stdout
+    assert "1 point(s) run, 2 skipped as finished, 0 diverged, 0 failed, 1 refused" in again.stdout
 
 
 def _history_steps(run_dir) -> tuple[set, list]:

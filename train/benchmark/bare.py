@@ -18,7 +18,7 @@ import sys
 import time
 
 from train.benchmark.turns import Turns
-from train.contract.errors import UsageError
+from train.contract.errors import EXIT_USAGE, UsageError
 from train.numerics import registry
 from train.runner.options import COMPILE_MODES, DEPTHS, PRECISIONS, OneLineParser, RunConfig, positive_int, recipe
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args)
     except UsageError as e:  # the runner's one-line refusals (--device cuda without one), as the runner says them
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     text = json.dumps(result)
     if args.out:
         with open(args.out, "w") as f:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from train.benchmark.breakdown import profile_table
 from train.benchmark.turns import ENV as TURNS_ENV
 from train.contract import rounds
-from train.contract.errors import UsageError
+from train.contract.errors import EXIT_USAGE, UsageError
 from train.contract.files import RESULT_FILE
 from train.contract.rounds import DISTURBED, MAX_SPREAD, spread
 from train.measure.cpu import model_and_flags as cpu_model_and_flags
@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         return benchmark(build_parser().parse_args(argv), sys.argv[1:] if argv is None else argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 def benchmark(args: argparse.Namespace, argv: list[str]) -> int:

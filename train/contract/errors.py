@@ -1,6 +1,7 @@
 """The runner's exit statuses, the error types it turns into a single line (exit status 2 for bad input, 1 for a
 run that failed for another reason it can name), and how any error becomes that one line."""
 
+EXIT_USAGE = 2  # bad input, refused before anything was written (argparse's own status for a bad flag)
 EXIT_DIVERGED = 3  # the training loss or weights became non-finite: a result, recorded; not to be retried
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1; run the same command to continue
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 
-from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, UsageError, first_line
+from train.contract.errors import EXIT_DIVERGED, EXIT_PREEMPTED, EXIT_USAGE, UsageError, first_line
 from train.contract.files import atomic_write
 from train.launch.signals import EXIT_INTERRUPTED, STOP_SIGNALS
 
@@ -151,12 +151,12 @@ def _failed_job_status(failures: list, processes: int, stop_signal: int | None, 
         return EXIT_INTERRUPTED  # Ctrl-C: every worker checkpointed (or a second one aborted them); rank 0 said so
     if all(f.exitcode == EXIT_DIVERGED for _, f in failures):
         return EXIT_DIVERGED  # every rank stopped at the same window; rank 0 recorded where
-    usage = [(rank, f) for rank, f in failures if f.exitcode == 2]
+    usage = [(rank, f) for rank, f in failures if f.exitcode == EXIT_USAGE]
     if usage:  # a usage error: rank 0 printed its line; another rank's comes from its error file
         rank, failure = usage[0]
         if rank != 0:
             print(f"error: rank {rank}: {failure.message or 'usage error'}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     # Causes, not consequences: ranks the agent stopped (SIGTERM) or that failed because a peer did are not.
     consequence = [(r, f) for r, f in failures
                    if f.exitcode == -signal.SIGTERM or str(f.message).startswith(COLLECTIVE_FAILED)]

@@ -13,7 +13,7 @@ import sys
 import time
 
 from train.contract.cli import OneLineParser
-from train.contract.errors import UsageError, first_line
+from train.contract.errors import EXIT_USAGE, UsageError, first_line
 from train.nodecheck import allreduce, bench, ceilings, environment, nvml_facts, output, precisions, storage
 from train.nodecheck.checks import FAIL, guarded
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return node_check(args)[0]
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ import sys
 
 import yaml
 
-from train.contract.errors import EXIT_DIVERGED, UsageError, first_line
+from train.contract.errors import EXIT_DIVERGED, EXIT_USAGE, UsageError, first_line
 from train.contract.files import UnreadableResult, read_result
 from train.contract.names import check_run_name
 from train.launch.signals import EXIT_INTERRUPTED
@@ -209,7 +209,7 @@ def cmd_list(config: dict, out_dir: str) -> int:
 
 def cmd_local(config: dict, out_dir: str) -> int:
     points = grid(config)
-    failed = skipped = diverged = 0
+    failed = skipped = diverged = refused = 0
     for i, point in enumerate(points, 1):
         argv, name, run_id = command(config, point, out_dir)
         if finished(out_dir, name):
@@ -225,13 +225,17 @@ def cmd_local(config: dict, out_dir: str) -> int:
         if code == EXIT_DIVERGED:  # a result, recorded in its result.json: done, not to be retried
             print(f"[{i}/{len(points)}] {name}: diverged (a result; not retried)", flush=True)
             diverged += 1
+        elif code == EXIT_USAGE:  # refused before it wrote anything (fp8 on a ResNet or on this device, a bad value)
+            print(f"[{i}/{len(points)}] {name}: refused (exit 2: its line above says why; a rerun here refuses it "
+                  "again)", flush=True)
+            refused += 1
         elif code != 0:
             print(f"[{i}/{len(points)}] {name}: exited with status {code}", flush=True)
             failed += 1
     ran = len(points) - skipped
-    print(f"{ran} point(s) run, {skipped} skipped as finished, {diverged} diverged, {failed} failed; runs in "
-          f"{out_dir}; upload with: wandb sync {out_dir}/*/wandb/offline-run-*")
-    return 1 if failed else 0
+    print(f"{ran} point(s) run, {skipped} skipped as finished, {diverged} diverged, {failed} failed, {refused} "
+          f"refused; runs in {out_dir}; upload with: wandb sync {out_dir}/*/wandb/offline-run-*")
+    return 1 if failed or refused else 0
 
 
 def _run_point(argv: list[str], run_id: str) -> int:
@@ -320,4 +324,4 @@ def main(argv=None) -> int:
         return cmd_slurm(config, out_dir, args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE

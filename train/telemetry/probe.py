@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+from train.contract.errors import EXIT_USAGE
 from train.measure.nvml import NvmlSampler, handle_for_cuda_device, load_nvml, static_facts
 
 
@@ -106,11 +107,11 @@ def copy_check(gib: float, repeats: int = 4, out=sys.stdout) -> int:
 
     if not torch.cuda.is_available():
         print("the PCIe copy check needs a CUDA GPU; none is visible", file=out)
-        return 2
+        return EXIT_USAGE
     nvml, why = load_nvml()
     if nvml is None:
         print(f"the PCIe copy check needs NVML: {why}", file=out)
-        return 2
+        return EXIT_USAGE
     index = torch.cuda.current_device()
     rows, source = copy_rows(torch, nvml, index, gib, repeats)
     if source is None:
