@@ -19,7 +19,8 @@ from train.measure.profile_classes import (
 # Per op rule: names it must classify (CPU operators as torch.profiler names them, CUDA kernels as cuDNN, cuBLAS,
 # CUTLASS, NCCL and ATen name them). Every rule in OP_RULES has an entry: a new rule needs its examples.
 OP_EXAMPLES = {
-    "other": ["autograd::engine::evaluate_function: ConvolutionBackward0", "aten::empty", "aten::as_strided"],
+    "other": ["autograd::engine::evaluate_function: ConvolutionBackward0", "aten::empty", "aten::as_strided",
+              "PythonSubclass", "matmul_with_hp_or_float8_args"],  # torchao float8's dispatch and Python
     "grad_scaling": ["aten::_amp_foreach_non_finite_check_and_unscale_", "aten::_amp_update_scale_",
                      "void at::native::amp_update_scale_cuda_kernel<float>(float*, int*, float const*)"],
     "comm": ["ncclDevKernel_AllReduce_Sum_f32_RING_LL(ncclDevComm*, unsigned long, ncclWork*)",
@@ -36,12 +37,21 @@ OP_EXAMPLES = {
                     "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64",
                     "void cutlass::Kernel2<cutlass_80_tensorop_s16816gemm_bf16_128x64_64x3_tn_align8>",
                     "ampere_sgemm_128x64_nn", "void cudnn::engines_precompiled::nchwToNhwcKernel<float>",
-                    "sm80_xmma_wgrad_implicit_gemm_indexed_tf32f32_tf32f32_f32_nhwckrsc_nchw"],
+                    "sm80_xmma_wgrad_implicit_gemm_indexed_tf32f32_tf32f32_f32_nhwckrsc_nchw",
+                    # fp8's matmul (torchao float8), attention (the ViTs) on CPU and its CUDA kernels
+                    "aten::_scaled_mm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                    "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::_efficient_attention_forward",
+                    "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4, false, false>>",
+                    "fmha_cutlassB_bf16_aligned_64x64_k64_sm80(PyTorchMemEffAttention::AttentionBackwardKernel)",
+                    "sm90_xmma_gemm_e4m3bf16_e4m3f32_f32_tn_n_tilesize128x128x128_warpgroupsize1x1x1",
+                    "triton_tem_fused_addmm_0", "triton_tem_fused_mm_3"],  # Inductor's max-autotune templates
     "optimizer": ["aten::_foreach_add_",
                   "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous "
                   "namespace)::TensorListMetadata<3>, at::native::(anonymous namespace)::FusedSgdMathFunctor"],
     "elementwise": ["aten::add_", "aten::mul", "aten::clamp_min_", "aten::threshold_backward",
-                    "aten::adaptive_avg_pool2d", "aten::flip", "aten::index",
+                    "aten::adaptive_avg_pool2d", "aten::flip", "aten::index", "aten::gelu", "aten::gelu_backward",
+                    "aten::abs", "aten::amax",  # the ViTs' activation; torchao's fp8 scales (max |x|)
+                    "triton_poi_fused_add_gelu_1", "triton_red_fused_abs_amax_2",  # Inductor's fused kernels
                     "void at::native::vectorized_elementwise_kernel<4, at::native::(anonymous namespace)::"
                     "launch_clamp_scalar(at::TensorIteratorBase&, c10::Scalar, c10::Scalar, at::native::detail::"
                     "ClampLimits)::{lambda()#1}::operator()() const", "void at::native::reduce_kernel<512, 1>"],

@@ -39,16 +39,22 @@ SCOPE_RULES = [
 ]
 # Op rules: operator (CPU) and kernel (CUDA) names, the first match wins; the innermost named operator decides.
 OP_RULES = [
-    ("other", r"^autograd::engine::evaluate_function"),  # autograd's bookkeeping, not the node's work
+    # autograd's bookkeeping, not the node's work; a tensor subclass's dispatch (torchao's float8 tensors)
+    ("other", r"^autograd::engine::evaluate_function|^PythonSubclass$"),
     ("grad_scaling", r"amp_foreach_non_finite|amp_update_scale|non_finite_check|unscale"),
     ("comm", r"nccl|all_?reduce|reduce_scatter|all_?gather|c10d::|gloo"),
     ("copy", r"^(Memcpy|Memset)|^aten::(copy_|_to_copy|to|clone|contiguous)$|cudaMemcpy"),
     ("loss", r"nll_loss|log_softmax|softmax|cross_entropy"),
     ("norm", r"batch_norm|layer_norm|group_norm|bn_fw|bn_bw|batchnorm|welford"),
-    ("conv_matmul", r"conv|^aten::(mm|bmm|addmm|matmul|linear)$|gemm|cutlass|xmma|gmma|cudnn|wgrad|dgrad"),
+    # attention is matmul time: its products (QK^T, AV) are in the counted FLOPs the achieved rate divides by
+    # triton_tem_: Inductor's template kernels (its mm/bmm/conv under max-autotune)
+    ("conv_matmul", r"conv|^aten::(mm|bmm|addmm|baddbmm|matmul|linear|_scaled_mm)$|gemm|cutlass|xmma|gmma|cudnn|"
+                    r"wgrad|dgrad|^triton_tem_|scaled_dot_product|attention|flash|fmha"),
     ("optimizer", r"multi_tensor_apply|_foreach_|sgd|adam"),
-    ("elementwise", r"add|mul|div|sub|relu|threshold|clamp|elementwise|pool|mean|sum|reduce|fill|zero_|where|"
-                    r"index|flip|pad|cat|neg|sqrt|exp|gather|scatter|roll"),
+    # (?<!mat)mul: not torchao's matmul_with_hp_or_float8_args (its own time is Python: other)
+    ("elementwise", r"add|(?<!mat)mul|div|sub|relu|gelu|silu|sigmoid|tanh|dropout|threshold|clamp|abs|amax|"
+                    r"elementwise|pool|mean|sum|reduce|fill|zero_|where|index|flip|pad|cat|neg|sqrt|exp|gather|"
+                    r"scatter|roll"),
 ]
 # Tensor-core kernels among convolution and matmul kernels, by the names cuBLAS, cuDNN and CUTLASS give them
 # (HMMA/WGMMA instruction shapes, "tensorop", the xmma/gmma families).
