@@ -29,16 +29,19 @@ def fp8_on_this_cpu(monkeypatch):
     monkeypatch.setattr(precision.Precision, "check_rules", as_on_an_fp8_gpu)
 
 
+# compiled, as torchao recommends and the GPU suite runs it (Inductor's C++ backend here); eager, as it may be run
+@pytest.mark.parametrize("compile_mode", ["none", "default"])
 def test_an_fp8_run_trains_checkpoints_fp32_masters_records_its_recipe_and_profiles_its_matmuls_as_matmuls(
-        tmp_path, fp8_on_this_cpu, monkeypatch):
+        tmp_path, fp8_on_this_cpu, monkeypatch, compile_mode):
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
     data = write_cifar(str(tmp_path / "data"), per_batch=32, n_test=32)
     summary = train(parse_args([
         "--model", "vit-smoke", "--precision", "fp8_tensorwise", "--data-dir", data, "--epochs", "1",
         "--max-steps", "6", "--batch-size", "16", "--lr", "0.003", "--lr-warmup-epochs", "0.1", "--device", "cpu",
         "--wandb-mode", "offline", "--out-dir", str(tmp_path), "--name", "fp8", "--num-workers", "0",
-        "--log-every", "1", "--warmup-steps", "1", "--profile", "2"]))
+        "--log-every", "1", "--warmup-steps", "1", "--profile", "2", "--compile", compile_mode]))
     assert summary["train/steps"] == 6 and summary["train/diverged_at_step"] is None
+    assert (summary["time/compile_s"] is None) == (compile_mode == "none")
     assert summary["train/loss"]["last"] < summary["train/loss"]["max"] - 0.2  # ten colour-coded classes
 
     # _scaled_mm is the step's matmul time (it was once counted element-wise, through torchao's matmul_with_...)
@@ -48,7 +51,7 @@ def test_an_fp8_run_trains_checkpoints_fp32_masters_records_its_recipe_and_profi
              if d.startswith("offline-run-"))
     config = json.loads(_inspect(run, "--summary"))["config"]
     assert config["precision_settings"]["fp8_recipe"] == "tensorwise"
-    assert config["experiment"]["precision"] == "fp8_tensorwise"
+    assert config["experiment"]["precision"] == "fp8_tensorwise" and config["experiment"]["compile"] == compile_mode
 
     # fp32 master weights, under the unconverted model's keys: the checkpoint loads into a plain ViT too
     state = torch.load(tmp_path / "fp8" / "checkpoint.pt", weights_only=True)["state"]["model"]
