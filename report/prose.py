@@ -131,7 +131,10 @@ def fp8_observations(rows: list[Row], where: tuple[str, int]) -> str:
         parts = []
         a, b = row.values.get("images_per_s"), bf16.values.get("images_per_s")
         if a and b:
-            parts.append(f"{a / b:.2f}× bf16's images/s ({fmt('images_per_s', a)} vs {fmt('images_per_s', b)})")
+            verdict = "helps" if a / b >= FP8_HELPS else "does not help" if a / b <= 1 / FP8_HELPS else "about even"
+            parts.append(f"{verdict}: {a / b:.2f}× bf16's images/s ({fmt('images_per_s', a)} vs "
+                         f"{fmt('images_per_s', b)})")
+        parts += [text for text in (_fp8_shapes(row), _fp8_time(row, bf16)) if text]
         mfu, vs_bf16, base = (row.values.get("mfu"), row.values.get("mfu_vs_bf16_peak"), bf16.values.get("mfu"))
         if mfu is not None:
             parts.append(f"MFU {mfu:.1f}% of the fp8 peak" + (f", {vs_bf16:.1f}% of bf16's" if vs_bf16 else "")
@@ -145,6 +148,27 @@ def fp8_observations(rows: list[Row], where: tuple[str, int]) -> str:
     return f" fp8 against bf16 on {placement(*where)}, per model — " + " ".join(sentences)
 
 
+def _fp8_shapes(row: Row) -> str:
+    """'its largest Linear products at batch 128, M,K,N: 8320,384,1536 (x12), ...': what fp8's gain hangs on."""
+    batch = row.facts.get("batch_size")
+    if not row.products or isinstance(batch, bool) or not isinstance(batch, int):
+        return ""
+    shapes = ", ".join(f"{rows * batch},{k},{n} (×{layers})" for rows, k, n, layers in row.products[:FP8_SHAPES])
+    return (f"its largest Linear products at batch {batch}, M,K,N: {shapes} (fp8 gains with the shapes: small K "
+            "and N leave its casts and scaling a large share; docs/precision.md, fp8)")
+
+
+def _fp8_time(row: Row, bf16: Row) -> str:
+    """Where both were profiled: fp8's matmul time against bf16's, and the element-wise and cast time it adds."""
+    mm, mm_bf16 = row.values.get("prof_conv_matmul_ms"), bf16.values.get("prof_conv_matmul_ms")
+    if not mm or not mm_bf16:
+        return ""
+    added = sum((row.values.get(f"prof_{c}_ms") or 0) - (bf16.values.get(f"prof_{c}_ms") or 0)
+                for c in ("elementwise", "copy"))
+    return (f"profiled, its matmuls took {mm:.1f} vs {mm_bf16:.1f} ms a step ({mm_bf16 / mm:.2f}× bf16's speed) "
+            f"and element-wise work and casts {added:+.1f} ms (fp8's scales and casts)")
+
+
 def _same_but_precision(row: Row, rows: list[Row], precision: str) -> Row | None:
     """The row of `precision` whose settings are the row's in everything else."""
     key = {k: v for k, v in row.key if k != "precision"}
@@ -152,6 +176,8 @@ def _same_but_precision(row: Row, rows: list[Row], precision: str) -> Row | None
                 None)
 
 
+FP8_HELPS = 1.05  # fp8 at least this much faster than bf16 "helps"; this much slower "does not help"
+FP8_SHAPES = 3  # the largest Linear products named
 UNCHANGED = 1.1  # a class at most this much faster than fp32's counts as unchanged: it bounds the speed-up
 MENTIONED = 0.01  # classes under this share of both steps are left out of the sentences
 PROFILE_AGREES = 1.25  # a profiled step further than this factor from the timed step is said to be so

@@ -82,6 +82,7 @@ class Row:
     noisy: set = field(default_factory=set)  # ratios whose range over rounds is too wide to conclude
     base: Row | None = None  # the fp32 row it is compared with
     one: Row | None = None  # the 1-GPU row its scaling is measured against
+    products: list | None = None  # config model.linear_products: [rows per image, K, N, layers], most FLOPs first
 
     @property
     def precision(self) -> str:
@@ -165,6 +166,9 @@ def _add(rows: dict[tuple, Row], run, group_by: list[str] | None) -> None:
     else:
         row.facts = {k: (row.facts[k] if row.facts.get(k, MIXED) == facts.get(k, MIXED) else MIXED)
                      for k in {**row.facts, **facts}}
+    model = run.config.get("model")
+    if row.products is None and isinstance(model, dict) and isinstance(model.get("linear_products"), list):
+        row.products = model["linear_products"]  # a fact of the architecture: every run of the row has the same
     rates = bench_rates(run.config, run.summary)
     row.runs.append((run.id, run_metrics(run.config, run.summary, rates)))
     row.devices.add(device(run.config))

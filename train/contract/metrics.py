@@ -64,7 +64,7 @@ NODECHECK_KEYS = ["used", "path", "checked_at", "quick", "matmul_kind", "matmul_
 CONFIG_NESTED = {
     "precision_settings": ["name", "param_dtype", "autocast_dtype", "batchnorm_dtype", "loss_scaler", "fp8_recipe",
                            "tf32_matmul", "tf32_cudnn", "memory_format"],
-    "model": ["arch", "params", "forward_flops_per_image", "train_flops_per_image"],
+    "model": ["arch", "params", "forward_flops_per_image", "train_flops_per_image", "linear_products"],
     "system": ["device", "device_name", "world_size", "torch", "cuda", "cudnn", "peak_flops_per_s", "peak_source"],
     "data": ["train_images", "test_images", "synthetic", "steps_per_epoch", "global_batch_size"],
     "experiment": ["depth", "arch", "precision", "dataset", "train_images", "batch_size", "world_size", "device",

@@ -70,6 +70,30 @@ def forward_flops_per_image(model: nn.Module) -> int:
     return int(counted_forward(model).get_total_flops())
 
 
+def linear_products(model: nn.Module) -> list[list[int]]:
+    """The matrix products of the model's nn.Linear layers for one 32x32 image, as [rows, in_features,
+    out_features, layers], most FLOPs first: rows are the tokens a layer sees (a ViT's 65, its embedding's 64
+    patches, a ResNet head's 1), so a batch of B makes each product (B*rows) x K times K x N. fp8's gains hang on
+    these shapes (docs/precision.md, "fp8"); the report states them beside fp8's speed. Shapes only: give it a
+    model built on the meta device (`with torch.device("meta")`), whose forward pass costs nothing."""
+    seen: dict[tuple[int, int, int], int] = {}
+
+    def record(layer, inputs, output):
+        shape = (inputs[0].numel() // layer.in_features, layer.in_features, layer.out_features)
+        seen[shape] = seen.get(shape, 0) + 1
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Linear)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 32, 32, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return [[*shape, n] for shape, n in sorted(seen.items(), key=lambda x: -x[0][0] * x[0][1] * x[0][2] * x[1])]
+
+
 def counted_forward(model: nn.Module) -> FlopCounterMode:
     """PyTorch's FLOP counter after one 32x32 forward pass in eval mode (per module: get_flop_counts())."""
     counter = FlopCounterMode(display=False)

@@ -18,7 +18,7 @@ from train.measure.memory import MemoryMonitor
 from train.measure.profiler import NoProfile, StepProfiler
 from train.measure.timing import Throughput
 from train.numerics import data, precision, registry
-from train.numerics.models import count_params, flops_per_image
+from train.numerics.models import count_params, flops_per_image, linear_products
 from train.numerics.precision import Precision
 from train.runner.backlog import Backlog
 from train.runner.hooks import Hooks
@@ -100,8 +100,15 @@ def build_model(cfg: RunConfig, policy: Precision) -> tuple[torch.nn.Module, dic
     model = registry.build(cfg.arch, cfg.depth)
     forward_flops, train_flops = flops_per_image(model)  # counted (where counted) before the model is cast
     facts = {"arch": registry.arch(cfg.arch, cfg.depth), "params": count_params(model),
-             "forward_flops_per_image": forward_flops, "train_flops_per_image": train_flops}
+             "forward_flops_per_image": forward_flops, "train_flops_per_image": train_flops,
+             "linear_products": linear_products(_on_meta(cfg))}
     return policy.prepare(model), facts
+
+
+def _on_meta(cfg: RunConfig) -> torch.nn.Module:
+    """The --model with shapes and no data: a forward pass through it measures shapes for free."""
+    with torch.device("meta"):
+        return registry.build(cfg.arch, cfg.depth)
 
 
 def build_plan(cfg: RunConfig, steps_per_epoch: int) -> Plan:
