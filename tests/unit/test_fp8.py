@@ -1,9 +1,13 @@
 """fp8 on CPU: its numerics through torchao's float8 (torch._scaled_mm on CPU), which layers it converts, and
 its refusals. No speed is claimed from a CPU: fp8 runs are refused there by the runner."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 
 from train.contract.errors import UsageError
 from train.numerics import fp8, precision, registry, vit
@@ -79,3 +83,10 @@ def test_fp8_needs_compute_capability_8_9(device, capability, refused):
             check()
     else:
         check()
+
+
+def test_converting_prints_nothing_on_the_console():
+    """torchao 0.18 under torch 2.14 logs a deprecation of its own at import: not the user's to read every run."""
+    code = "from train.numerics import fp8, vit; fp8.convert(vit.vit_smoke(None), 'tensorwise')"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == "", done.stderr

@@ -10,6 +10,8 @@ policy's bf16 autocast.
 
 from __future__ import annotations
 
+import logging
+
 import torch.nn as nn
 
 from train.contract.errors import UsageError, first_line
@@ -51,10 +53,16 @@ def check_model(model: nn.Module, arch: str, precision: str) -> None:
 
 def convert(model: nn.Module, recipe: str) -> list[str]:
     """Swap the convertible Linear layers for torchao's Float8Linear, in place; return their names."""
+    pytree = logging.getLogger("torch.utils._pytree")
+    level = pytree.level
+    # torchao 0.18 registers an Enum the way torch 2.14 deprecates: a warning at import, every run, not ours to fix
+    pytree.setLevel(logging.ERROR)
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as e:
         raise UsageError(f"fp8 needs torchao (pip install -r requirements.txt): {first_line(e)}") from None
+    finally:
+        pytree.setLevel(level)
     config = Float8LinearConfig.from_recipe_name(recipe)
     convert_to_float8_training(model, config=config, module_filter_fn=lambda m, name: convertible(m))
     return [name for name, m in model.named_modules() if type(m).__name__ == "Float8Linear"]
