@@ -70,12 +70,13 @@ def forward_flops_per_image(model: nn.Module) -> int:
     return int(counted_forward(model).get_total_flops())
 
 
-def linear_products(model: nn.Module) -> list[list[int]]:
+def linear_products(model: nn.Module) -> list[list[int]] | None:
     """The matrix products of the model's nn.Linear layers for one 32x32 image, as [rows, in_features,
     out_features, layers], most FLOPs first: rows are the tokens a layer sees (a ViT's 65, its embedding's 64
     patches, a ResNet head's 1), so a batch of B makes each product (B*rows) x K times K x N. fp8's gains hang on
     these shapes (docs/precision.md, "fp8"); the report states them beside fp8's speed. Shapes only: give it a
-    model built on the meta device (`with torch.device("meta")`), whose forward pass costs nothing."""
+    model built on the meta device (`with torch.device("meta")`), whose forward pass costs nothing. None for a
+    model whose forward pass needs real values (a user's model reading one with .item()): a fact not known."""
     seen: dict[tuple[int, int, int], int] = {}
 
     def record(layer, inputs, output):
@@ -87,6 +88,8 @@ def linear_products(model: nn.Module) -> list[list[int]]:
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, 32, 32, device=next(model.parameters()).device))
+    except Exception:  # noqa: BLE001 - any failure on meta tensors: the shapes are unknown, the run goes on
+        return None
     finally:
         model.train(was_training)
         for h in hooks:
