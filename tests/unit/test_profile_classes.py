@@ -52,6 +52,7 @@ OP_EXAMPLES = {
                     "aten::adaptive_avg_pool2d", "aten::flip", "aten::index", "aten::gelu", "aten::gelu_backward",
                     "aten::abs", "aten::amax",  # the ViTs' activation; torchao's fp8 scales (max |x|)
                     "triton_poi_fused_add_gelu_1", "triton_red_fused_abs_amax_2",  # Inductor's fused kernels
+                    "## Call CompiledFxGraph fgujmt42pzbnnconvgemmncclcatjj6f",  # on CPU; whatever its hash spells
                     "void at::native::vectorized_elementwise_kernel<4, at::native::(anonymous namespace)::"
                     "launch_clamp_scalar(at::TensorIteratorBase&, c10::Scalar, c10::Scalar, at::native::detail::"
                     "ClampLimits)::{lambda()#1}::operator()() const", "void at::native::reduce_kernel<512, 1>"],

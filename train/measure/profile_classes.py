@@ -39,6 +39,9 @@ SCOPE_RULES = [
 ]
 # Op rules: operator (CPU) and kernel (CUDA) names, the first match wins; the innermost named operator decides.
 OP_RULES = [
+    # Inductor's compiled graph on CPU: its own time is its fused C++ kernels (element-wise work with the
+    # normalisations and reductions fused in); first, as its random hash could spell any later rule's word
+    ("elementwise", r"^## Call CompiledFxGraph "),
     # autograd's bookkeeping, not the node's work; a tensor subclass's dispatch (torchao's float8 tensors)
     ("other", r"^autograd::engine::evaluate_function|^PythonSubclass$"),
     ("grad_scaling", r"amp_foreach_non_finite|amp_update_scale|non_finite_check|unscale"),
