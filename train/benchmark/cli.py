@@ -446,7 +446,7 @@ def spec(pl: Plan, p: dict) -> tuple:
     common = ["--model", p["arch"], *size, "--precision", p["precision"], "--loader", p["loader"],
               "--warmup-steps", str(pl.warmup), "--batch-size", str(pl.batch), "--device", args.device,
               "--compile", p["compile"]]
-    short = f"r{p['depth']}" if p["depth"] is not None else p["model"]  # the runner's own run-name spelling
+    short = registry.short(p["arch"], p["depth"])  # the runner's own run-name spelling
     turns = f"{pl.steps},{pl.warmup},{pl.bench_id}"
     tag = f"{short}-{p['precision']}-{p['loader']}-{p['compile']}-{uuid.uuid4().hex[:8]}"
     if p["kind"] == "bare":

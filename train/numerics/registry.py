@@ -60,6 +60,11 @@ def arch(name: str, depth: int) -> str:
     return f"resnet{depth}" if get(name).uses_depth else name
 
 
+def short(name: str, depth: int) -> str:
+    """The model in run names, W&B groups and narrow columns: r18 (the original study's spelling), else the model."""
+    return f"r{depth}" if get(name).uses_depth else name
+
+
 def build(name: str, depth: int):
     module, function = get(name).builder.split(":")
     return getattr(importlib.import_module(module), function)(depth)

@@ -256,7 +256,7 @@ def experiment(cfg: RunConfig, *, world_size: int, train_images: int, device: st
 
 def run_label(cfg: RunConfig) -> str:
     """The model in run names and W&B groups: r18 (the original study's spelling) or the model's name."""
-    return f"r{cfg.depth}" if registry.get(cfg.arch).uses_depth else cfg.arch
+    return registry.short(cfg.arch, cfg.depth)
 
 
 def saved_experiment(saved: dict) -> dict:
