@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from report.columns import COLUMNS, NOISY_MARK, ROUNDS_MARK, SHORT_MARK, pct_order
 from report.compare import distinguishing
+from report.figures import number
 from report.formatting import fmt, label, model_title, placement
 from report.rows import Row, study
 from train.contract.metrics import PROFILE_CLASS_NAMES, PROFILE_CLASSES
@@ -150,9 +151,10 @@ def fp8_observations(rows: list[Row], where: tuple[str, int]) -> str:
 
 def _fp8_shapes(row: Row) -> str:
     """'its largest Linear products at batch 128, M,K,N: 8320,384,1536 (x12), ...': what fp8's gain hangs on."""
-    batch = row.facts.get("batch_size")
-    if not row.products or isinstance(batch, bool) or not isinstance(batch, int):
+    batch = number(row.facts, "batch_size")
+    if not row.products or not batch or not batch.is_integer():
         return ""
+    batch = int(batch)
     shapes = ", ".join(f"{rows * batch},{k},{n} (×{layers})" for rows, k, n, layers in row.products[:FP8_SHAPES])
     return (f"its largest Linear products at batch {batch}, M,K,N: {shapes} (fp8 gains with the shapes: small K "
             "and N leave its casts and scaling a large share; docs/precision.md, fp8)")
@@ -240,7 +242,7 @@ def _optimizer_rate(row: Row, base: Row) -> str:
 
 def _profiled_vs_timed(row: Row) -> float | None:
     """The profiled step's length over the timed (unprofiled) step's, from images/s per process and the batch."""
-    ips, batch = row.values.get("images_per_s_per_gpu"), row.facts.get("batch_size")
-    if not ips or isinstance(batch, bool) or not isinstance(batch, (int, float)):
+    ips, batch = row.values.get("images_per_s_per_gpu"), number(row.facts, "batch_size")
+    if not ips or not batch:
         return None
     return row.values["prof_step_ms"] / (1e3 * batch / ips)
